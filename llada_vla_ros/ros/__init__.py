@@ -1,0 +1,1 @@
+"""The thin ROS 2 layer: nodes and message conversion (imports rclpy)."""

@@ -1,0 +1,160 @@
+"""Real ROS 2 between processes for tests: package nodes as subprocesses, a test node in
+this process, each graph on a ROS domain of its own, shared-memory-only DDS.
+
+Needs the colcon install space (scripts/env.sh), which alone has the generated messages.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+_domains = itertools.count((os.getpid() * 7) % 90)
+
+
+def ros_available() -> str:
+    """'' when the install space is importable, else why not."""
+    try:
+        import rclpy  # noqa: F401
+        import llada_vla_ros.msg  # noqa: F401
+        import interbotix_xs_msgs.msg  # noqa: F401
+    except ImportError as err:
+        return f"ROS install space not importable ({err}); run `make test` or source scripts/env.sh"
+    return ""
+
+
+def require_ros():
+    """Skip (or fail under `make test`, which must never skip these) without ROS."""
+    reason = ros_available()
+    if reason:
+        if os.environ.get("LLADA_VLA_REQUIRE_ROS") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def new_domain_id() -> int:
+    return 1 + next(_domains) % 100
+
+
+def ros_env(domain_id: int) -> dict:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               FASTDDS_DEFAULT_PROFILES_FILE=str(HERE / "fastdds_test.xml"),
+               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    return env
+
+
+def executable(name: str) -> str:
+    from ament_index_python.packages import get_package_prefix
+    return str(Path(get_package_prefix("llada_vla_ros")) / "lib" / "llada_vla_ros" / name)
+
+
+def _param(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_param(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f"'{value}'" if value == "" or ":" in value else value
+    return repr(value)
+
+
+class NodeProcess:
+    """A package node in its own process; its output goes to a log file."""
+
+    def __init__(self, name: str, domain_id: int, log_dir: Path, params: dict | None = None,
+                 args: list | None = None):
+        self.name, self.log = name, Path(log_dir) / f"{name}-{time.monotonic_ns()}.log"
+        cmd = [executable(name)] + list(args or []) + ["--ros-args"]
+        for k, v in (params or {}).items():
+            cmd += ["-p", f"{k}:={_param(v)}"]
+        self._out = open(self.log, "w")
+        self.proc = subprocess.Popen(cmd, env=ros_env(domain_id), stdout=self._out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> int:
+        if self.alive():
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+
+
+class RosProbe:
+    """An rclpy node in this process, spun in a background thread on its own context."""
+
+    def __init__(self, domain_id: int, name: str = "test_observer"):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(HERE / "fastdds_test.xml")
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.lock = threading.Lock()
+        self.received: dict[str, list] = {}
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # context shut down under us
+                return
+
+    def record(self, msg_type, topic: str, qos=10):
+        """Subscribe and keep (monotonic receive time, msg) pairs under received[topic]."""
+        self.received.setdefault(topic, [])
+
+        def callback(msg, topic=topic):
+            with self.lock:
+                self.received[topic].append((time.monotonic(), msg))
+        return self.node.create_subscription(msg_type, topic, callback, qos)
+
+    def messages(self, topic: str, since: float = 0.0) -> list:
+        with self.lock:
+            return [m for t, m in self.received.get(topic, []) if t >= since]
+
+    def times(self, topic: str, since: float = 0.0) -> list:
+        with self.lock:
+            return [t for t, _ in self.received.get(topic, []) if t >= since]
+
+    def close(self):
+        import rclpy
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=2)
