@@ -121,7 +121,8 @@ class PolicyNode(Node):
         self.stats = {"chunks": 0, "dropped_frames": 0, "commands": 0, "refusals": 0,
                       "inference_ms": deque(maxlen=50)}
         self.hold_reason = "starting"
-        self.last_refusal = ""
+        self.last_refusal = ""  # why the last observation or action was refused
+        self.last_adjustment = ""  # what the safety filter last clipped in a sent command
 
         # Interfaces.
         self.pub_group = self.create_publisher(
@@ -203,7 +204,7 @@ class PolicyNode(Node):
                 self.execute = False
             self.estop = bool(msg.data)
         if msg.data:
-            self.get_logger().warn("ESTOP: motion stopped (release estop, then call ~/start)")
+            self.get_logger().warning("ESTOP: motion stopped (release estop, then call ~/start)")
 
     def on_joint_states(self, msg: JointState) -> None:
         try:
@@ -246,7 +247,7 @@ class PolicyNode(Node):
                 if not self.running:
                     return
                 image, stamp = self.image, self.image_stamp
-                instruction, generation, step = self.instruction, self.generation, self.step
+                instruction, generation = self.instruction, self.generation
                 self.image_fresh = False
             try:
                 chunk = self.policy.predict(image, instruction)
@@ -260,14 +261,24 @@ class PolicyNode(Node):
             with self.lock:
                 if generation != self.generation:
                     continue  # the instruction changed meanwhile
-                self.executor_.add_chunk(chunk.actions, step)
+                # A chunk is executed from the tick after it arrives (its first action
+                # is the next command), whatever time inference took.
+                self.executor_.add_chunk(chunk.actions, self.step + 1)
                 self.stats["chunks"] += 1
                 self.stats["inference_ms"].append(chunk.inference_ms)
             self.pub_chunk.publish(self._chunk_msg(chunk, stamp, instruction))
 
     def _wants_inference(self) -> bool:
-        return (self.policy is not None and self.image_fresh and bool(self.instruction)
-                and not self.estop and self.executor_.needs_chunk())
+        if self.policy is None or not self.image_fresh or not self.instruction or self.estop:
+            return False
+        if self.executor_.mode != "receding_horizon":
+            return self.executor_.needs_chunk()
+        # Latency hiding: ask for the next chunk while the current one still covers the
+        # inference time, so commands keep flowing at control_hz.
+        lat = self.stats["inference_ms"]
+        steps_of_latency = int(np.ceil(np.median(lat) / 1000 / self.period)) if lat else 0
+        refill = min(self.executor_.actions_per_chunk - 1, steps_of_latency)
+        return self.executor_.queued() <= refill
 
     def _load_policy(self) -> None:
         p = self._param
@@ -343,7 +354,7 @@ class PolicyNode(Node):
             self.target = decision.T_target
             self.hold_reason = ""
             if decision.reasons:
-                self.last_refusal = "; ".join(decision.reasons)
+                self.last_adjustment = "; ".join(decision.reasons)
             self._send(decision)
 
     def _hold(self, reason: str) -> None:
@@ -374,14 +385,14 @@ class PolicyNode(Node):
         with self.lock:
             self.stats["refusals"] += 1
             self.last_refusal = reason
-        self.get_logger().warn(reason, throttle_duration_sec=2.0)
+        self.get_logger().warning(reason, throttle_duration_sec=2.0)
 
     def _set_time_profile(self) -> None:
         """Short time profile for a stream of small steps (Bridge: 1.25 x / 0.5 x period)."""
         if self.profile_set or not self._param("set_time_profile"):
             return
         if not self.modes_client.service_is_ready():
-            self.get_logger().warn("set_operating_modes not available: arm time profile unchanged")
+            self.get_logger().warning("set_operating_modes not available: arm time profile unchanged")
             return
         ms = int(self.period * 1000)
         self.modes_client.call_async(OperatingModes.Request(
@@ -399,6 +410,7 @@ class PolicyNode(Node):
                 "state": "moving" if not reason else "holding",
                 "hold_reason": reason,
                 "last_refusal": self.last_refusal,
+                "last_adjustment": self.last_adjustment,
                 "execute": str(self.execute).lower(),
                 "estop": str(self.estop).lower(),
                 "instruction": self.instruction[:200],
