@@ -1,0 +1,70 @@
+"""The layout promises: no rclpy in the core library, one parameter contract, one version."""
+import ast
+import configparser
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "llada_vla_ros"
+
+
+def imported_modules(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+def test_core_library_never_imports_ros():
+    core = [p for p in PKG.rglob("*.py") if "ros" not in p.relative_to(PKG).parts]
+    assert len(core) >= 5
+    for path in core:
+        bad = [m for m in imported_modules(path)
+               if m.split(".")[0] in {"rclpy", "sensor_msgs", "std_msgs", "interbotix_xs_msgs"}
+               or m.startswith("llada_vla_ros.msg") or m.startswith("llada_vla_ros.ros")]
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def node_parameters():
+    """PARAMETERS of policy_node.py, read without importing rclpy."""
+    tree = ast.parse((PKG / "ros" / "policy_node.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "PARAMETERS":
+            src = ast.unparse(node.value)
+            return eval(src, {"topics": __import__("llada_vla_ros.topics").topics})
+    raise AssertionError("PARAMETERS not found")
+
+
+def test_yaml_documents_exactly_the_node_parameters_with_the_same_defaults():
+    doc = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    params = flatten(doc["/**"]["ros__parameters"])
+    declared = node_parameters()
+    assert params.keys() == declared.keys()
+    for name, value in declared.items():
+        assert params[name] == value, name
+
+
+def test_one_version_and_entry_points_in_one_place():
+    xml_version = ET.parse(ROOT / "package.xml").getroot().findtext("version")
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["metadata"]["version"] == xml_version
+    assert re.search(r'__version__ = "([^"]+)"', (PKG / "__init__.py").read_text())[1] == xml_version
+    scripts = [line.split("=")[0].strip()
+               for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines()]
+    assert {"policy_node", "sim_camera", "sim_widowx", "llada-vla-eval"} <= set(scripts)
