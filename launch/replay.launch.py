@@ -1,0 +1,149 @@
+"""Replay a recorded bag into the policy node (never moving the arm) and record its outputs.
+
+    ros2 launch llada_vla_ros replay.launch.py bag:=~/llada_vla_bags/llada_vla_20250101_120000 \\
+        model_path:=/ckpt device:=cuda
+
+Plays only the node's inputs (image, instruction, joint states) with ``--clock`` so the node
+runs on the bag's time (``use_sim_time``); the node runs with ``execute:=false``; its outputs
+(action chunks, target poses, diagnostics) go into a new bag. The launch ends when the bag
+has been played. Valid on Humble and Jazzy.
+"""
+import os
+import time
+
+from launch import LaunchDescription
+from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription,
+                            OpaqueFunction, Shutdown, TimerAction)
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration
+
+# Same literals as llada_vla_ros/topics.py (test/test_launch_files.py checks they agree).
+ACTION_CHUNK = '/llada_vla/action_chunk'
+TARGET_POSE = '/llada_vla/target_pose'
+DIAGNOSTICS = '/diagnostics'
+IMAGE = '/camera/camera/color/image_raw'
+INSTRUCTION = '/llada_vla/instruction'
+JOINT_STATES = 'joint_states'
+
+
+def _as_bool(text):
+    value = text.strip().lower()
+    if value in ('true', '1', 'yes', 'on'):
+        return True
+    if value in ('false', '0', 'no', 'off'):
+        return False
+    raise ValueError(f'expected true or false, got {text!r}')
+
+
+def robot_topic(robot_name, name):
+    robot_name = robot_name.strip('/')
+    return f'/{robot_name}/{name}' if robot_name else f'/{name}'
+
+
+def launch_setup(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    bag = os.path.abspath(os.path.expanduser(arg('bag')))
+    if not os.path.isdir(bag):
+        raise RuntimeError(f'bag not found: {bag} (give the bag directory)')
+    robot_name = arg('robot_name')
+    image_topic = arg('image_topic')
+    instruction_topic = arg('instruction_topic')
+    use_sim_time = arg('use_sim_time')
+    here = os.path.dirname(os.path.abspath(__file__))
+    actions = [IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(here, 'policy.launch.py')),
+        launch_arguments={
+            'params_file': arg('params_file'),
+            'model_path': arg('model_path'),
+            'device': arg('device'),
+            'decoding_strategy': arg('decoding_strategy'),
+            'execute': 'false',
+            'instruction': arg('instruction'),
+            'robot_name': robot_name,
+            'image_topic': image_topic,
+            'instruction_topic': instruction_topic,
+            'use_sim_time': use_sim_time,
+            'log_level': arg('log_level'),
+        }.items())]
+
+    if _as_bool(arg('record')):
+        out = arg('output_bag') or os.path.join(
+            os.path.dirname(bag),
+            os.path.basename(bag.rstrip('/')) + time.strftime('_replay_%Y%m%d_%H%M%S'))
+        out = os.path.abspath(os.path.expanduser(out))
+        actions.append(ExecuteProcess(
+            cmd=['ros2', 'bag', 'record', '-o', out, '-s', arg('bag_storage'),
+                 ACTION_CHUNK, TARGET_POSE, DIAGNOSTICS],
+            name='bag_record', output='screen'))
+
+    play_cmd = ['ros2', 'bag', 'play', bag, '--rate', arg('rate')]
+    if _as_bool(use_sim_time):
+        play_cmd += ['--clock', '100']
+    play_cmd += ['--topics', image_topic, instruction_topic,
+                 robot_topic(robot_name, JOINT_STATES)]
+    on_exit = []
+    if _as_bool(arg('shutdown_when_done')):
+        on_exit = [TimerAction(period=2.0, actions=[Shutdown(reason='bag played')])]
+    play = ExecuteProcess(cmd=play_cmd, name='bag_play', output='screen', on_exit=on_exit)
+    # Give the node and the recorder time to start and discover each other.
+    actions.append(TimerAction(period=float(arg('play_delay')), actions=[play]))
+    return actions
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            'bag',
+            description='Bag directory to replay (required)'),
+        DeclareLaunchArgument(
+            'rate', default_value='1.0',
+            description='Playback rate (ros2 bag play --rate)'),
+        DeclareLaunchArgument(
+            'play_delay', default_value='3.0',
+            description='Seconds to wait before playing, for the node and recorder to start'),
+        DeclareLaunchArgument(
+            'use_sim_time', default_value='true',
+            description='Play with --clock and run the node on the bag time'),
+        DeclareLaunchArgument(
+            'shutdown_when_done', default_value='true',
+            description='End the launch 2 s after the bag has been played'),
+        DeclareLaunchArgument(
+            'image_topic', default_value=IMAGE,
+            description='Image topic in the bag'),
+        DeclareLaunchArgument(
+            'instruction_topic', default_value=INSTRUCTION,
+            description='Instruction topic in the bag'),
+        DeclareLaunchArgument(
+            'robot_name', default_value='wx250s',
+            description='Interbotix namespace of the joint states in the bag'),
+        DeclareLaunchArgument(
+            'params_file', default_value='',
+            description='Policy parameter YAML; empty = the package config/policy.yaml'),
+        DeclareLaunchArgument(
+            'model_path', default_value='',
+            description='Local LLaDA-VLA checkpoint directory; empty = params file'),
+        DeclareLaunchArgument(
+            'device', default_value='',
+            description='Inference device: cpu, cuda or cuda:N; empty = params file (cpu)'),
+        DeclareLaunchArgument(
+            'decoding_strategy', default_value='',
+            description='hierarchical, vanilla or parallel_threshold; empty = params file'),
+        DeclareLaunchArgument(
+            'instruction', default_value='',
+            description='Instruction when the bag has none; empty = params file'),
+        DeclareLaunchArgument(
+            'log_level', default_value='info',
+            description='Log level of the policy node'),
+        DeclareLaunchArgument(
+            'record', default_value='true',
+            description='Record the node outputs into a new bag'),
+        DeclareLaunchArgument(
+            'output_bag', default_value='',
+            description='Bag to write; empty = <bag>_replay_<date>_<time> next to the input'),
+        DeclareLaunchArgument(
+            'bag_storage', default_value='sqlite3', choices=['sqlite3', 'mcap'],
+            description='rosbag2 storage plugin of the output bag'),
+        OpaqueFunction(function=launch_setup),
+    ])

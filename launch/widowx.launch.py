@@ -1,0 +1,211 @@
+"""The whole robot: RealSense camera + Interbotix WidowX 250s driver + policy node (+ recorder).
+
+    ros2 launch llada_vla_ros widowx.launch.py model_path:=/ckpt device:=cuda \\
+        instruction:="put the spoon on the towel" execute:=true record:=true
+
+``camera:=false`` / ``arm:=false`` leave out a driver started elsewhere; ``sim:=true`` runs
+the package's sim_camera and sim_widowx stand-ins instead of both drivers (no hardware).
+Motion stays off unless ``execute:=true``. Valid on Humble and Jazzy.
+"""
+import os
+import time
+
+from launch import LaunchDescription
+from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription,
+                            OpaqueFunction)
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = 'llada_vla_ros'
+# Same literals as llada_vla_ros/topics.py (test/test_launch_files.py checks they agree).
+ACTION_CHUNK = '/llada_vla/action_chunk'
+TARGET_POSE = '/llada_vla/target_pose'
+DIAGNOSTICS = '/diagnostics'
+INSTRUCTION = '/llada_vla/instruction'
+COLOR_IMAGE = 'color/image_raw'
+JOINT_STATES = 'joint_states'
+JOINT_GROUP_COMMAND = 'commands/joint_group'
+JOINT_SINGLE_COMMAND = 'commands/joint_single'
+
+
+def _as_bool(text):
+    value = text.strip().lower()
+    if value in ('true', '1', 'yes', 'on'):
+        return True
+    if value in ('false', '0', 'no', 'off'):
+        return False
+    raise ValueError(f'expected true or false, got {text!r}')
+
+
+def _share(package):
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return get_package_share_directory(package)
+    except (ImportError, LookupError, OSError):  # not found, or no ament index at all
+        raise RuntimeError(f'package {package} is not installed; install it, or leave its part '
+                           'out (camera:=false / arm:=false) or use sim:=true') from None
+
+
+def image_topic_of(camera_namespace, camera_name):
+    parts = [p.strip('/') for p in (camera_namespace, camera_name) if p.strip('/')]
+    return '/' + '/'.join(parts + [COLOR_IMAGE])
+
+
+def robot_topic(robot_name, name):
+    robot_name = robot_name.strip('/')
+    return f'/{robot_name}/{name}' if robot_name else f'/{name}'
+
+
+def launch_setup(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    sim = _as_bool(arg('sim'))
+    robot_name = arg('robot_name')
+    image_topic = arg('image_topic') or image_topic_of(arg('camera_namespace'),
+                                                         arg('camera_name'))
+    actions = []
+
+    if sim:
+        actions.append(Node(package=PACKAGE, executable='sim_camera', output='screen',
+                            parameters=[{'topic': image_topic}]))
+        actions.append(Node(package=PACKAGE, executable='sim_widowx', output='screen',
+                            parameters=[{'robot_name': robot_name}]))
+    if _as_bool(arg('camera')) and not sim:
+        profile = arg('color_profile')
+        actions.append(IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(
+                os.path.join(_share('realsense2_camera'), 'launch', 'rs_launch.py')),
+            launch_arguments={
+                'camera_namespace': arg('camera_namespace'),
+                'camera_name': arg('camera_name'),
+                'serial_no': arg('serial_no'),
+                'rgb_camera.color_profile': profile,  # realsense-ros >= 4.55
+                'rgb_camera.profile': profile,        # older 4.x releases
+                'enable_depth': arg('enable_depth'),
+            }.items()))
+    if _as_bool(arg('arm')) and not sim:
+        actions.append(IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(os.path.join(
+                _share('interbotix_xsarm_control'), 'launch', 'xsarm_control.launch.py')),
+            launch_arguments={
+                'robot_model': arg('robot_model'),
+                'robot_name': robot_name,
+                'use_sim': arg('use_sim'),
+                'use_rviz': arg('use_rviz'),
+                'load_configs': arg('load_configs'),
+            }.items()))
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    actions.append(IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(here, 'policy.launch.py')),
+        launch_arguments={
+            'params_file': arg('params_file'),
+            'model_path': arg('model_path'),
+            'device': arg('device'),
+            'decoding_strategy': arg('decoding_strategy'),
+            'execute': arg('execute'),
+            'instruction': arg('instruction'),
+            'robot_name': robot_name,
+            'image_topic': image_topic,
+            'instruction_topic': INSTRUCTION,
+            'log_level': arg('log_level'),
+        }.items()))
+
+    if _as_bool(arg('record')):
+        bag_dir = os.path.expanduser(arg('bag_dir'))
+        os.makedirs(bag_dir, exist_ok=True)
+        bag = os.path.join(bag_dir, time.strftime('llada_vla_%Y%m%d_%H%M%S'))
+        topics = [image_topic, INSTRUCTION, robot_topic(robot_name, JOINT_STATES),
+                  robot_topic(robot_name, JOINT_GROUP_COMMAND),
+                  robot_topic(robot_name, JOINT_SINGLE_COMMAND),
+                  ACTION_CHUNK, TARGET_POSE, DIAGNOSTICS]
+        actions.append(ExecuteProcess(
+            cmd=['ros2', 'bag', 'record', '-o', bag, '-s', arg('bag_storage')] + topics,
+            name='bag_record', output='screen'))
+    return actions
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        # --- what to start
+        DeclareLaunchArgument(
+            'camera', default_value='true',
+            description='Start the RealSense driver (realsense2_camera rs_launch.py)'),
+        DeclareLaunchArgument(
+            'arm', default_value='true',
+            description='Start the Interbotix driver (interbotix_xsarm_control)'),
+        DeclareLaunchArgument(
+            'sim', default_value='false',
+            description='Start sim_camera and sim_widowx instead of both drivers (no hardware)'),
+        DeclareLaunchArgument(
+            'record', default_value='false',
+            description='Record camera, instruction, joints, commands and policy outputs'),
+        # --- camera
+        DeclareLaunchArgument(
+            'camera_namespace', default_value='camera',
+            description='realsense2_camera camera_namespace (part of the image topic)'),
+        DeclareLaunchArgument(
+            'camera_name', default_value='camera',
+            description='realsense2_camera camera_name (part of the image topic)'),
+        DeclareLaunchArgument(
+            'serial_no', default_value="''",
+            description='Serial number of the D435 to open; empty = the first one found'),
+        DeclareLaunchArgument(
+            'color_profile', default_value='640x480x30',
+            description='Color stream WIDTHxHEIGHTxFPS (rgb_camera.color_profile / .profile)'),
+        DeclareLaunchArgument(
+            'enable_depth', default_value='false',
+            description='Also stream depth (the policy uses color only)'),
+        DeclareLaunchArgument(
+            'image_topic', default_value='',
+            description='Image topic of the policy; empty = '
+                        '/<camera_namespace>/<camera_name>/color/image_raw'),
+        # --- arm
+        DeclareLaunchArgument(
+            'robot_model', default_value='wx250s',
+            description='Interbotix robot model (the policy kinematics are the wx250s)'),
+        DeclareLaunchArgument(
+            'robot_name', default_value='wx250s',
+            description='Namespace of the Interbotix driver and its topics'),
+        DeclareLaunchArgument(
+            'use_sim', default_value='false',
+            description='Interbotix xs_sdk_sim instead of the real motors'),
+        DeclareLaunchArgument(
+            'use_rviz', default_value='false',
+            description='Start RViz with the Interbotix driver'),
+        DeclareLaunchArgument(
+            'load_configs', default_value='true',
+            description='Let the Interbotix driver write its motor configs to the EEPROM'),
+        # --- policy
+        DeclareLaunchArgument(
+            'params_file', default_value='',
+            description='Policy parameter YAML; empty = the package config/policy.yaml'),
+        DeclareLaunchArgument(
+            'model_path', default_value='',
+            description='Local LLaDA-VLA checkpoint directory; empty = scripted test policy'),
+        DeclareLaunchArgument(
+            'device', default_value='',
+            description='Inference device: cpu, cuda or cuda:N; empty = params file (cpu)'),
+        DeclareLaunchArgument(
+            'decoding_strategy', default_value='',
+            description='hierarchical, vanilla or parallel_threshold; empty = params file'),
+        DeclareLaunchArgument(
+            'execute', default_value='false',
+            description='true = send commands to the arm (or call ~/start later)'),
+        DeclareLaunchArgument(
+            'instruction', default_value='',
+            description='Instruction in force at start; empty = wait for one on the topic'),
+        DeclareLaunchArgument(
+            'log_level', default_value='info',
+            description='Log level of the policy node'),
+        # --- recording
+        DeclareLaunchArgument(
+            'bag_dir', default_value='~/llada_vla_bags',
+            description='Directory that receives one timestamped bag per launch'),
+        DeclareLaunchArgument(
+            'bag_storage', default_value='sqlite3', choices=['sqlite3', 'mcap'],
+            description='rosbag2 storage plugin (mcap needs rosbag2_storage_mcap on Humble)'),
+        OpaqueFunction(function=launch_setup),
+    ])

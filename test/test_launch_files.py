@@ -1,0 +1,328 @@
+"""Static checks of launch/*.launch.py without ROS 2 launch (not installed here).
+
+The files are parsed with ``ast``; their plain-Python parts (the OpaqueFunction setup) are
+also run against small stand-ins of the launch API that accept only the keyword arguments
+the real Humble/Jazzy classes accept.
+"""
+import ast
+import importlib.util
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llada_vla_ros import topics
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_DIR = ROOT / "launch"
+LAUNCH_FILES = ["widowx.launch.py", "policy.launch.py", "replay.launch.py"]
+STANDARD_NODE_PARAMETERS = {"use_sim_time"}
+
+# Names that exist in launch / launch_ros on Humble AND Jazzy (nothing newer).
+HUMBLE_API = {
+    "launch": {"LaunchDescription", "LaunchContext"},
+    "launch.actions": {"DeclareLaunchArgument", "ExecuteProcess", "IncludeLaunchDescription",
+                       "OpaqueFunction", "Shutdown", "TimerAction", "GroupAction", "LogInfo",
+                       "RegisterEventHandler", "SetEnvironmentVariable"},
+    "launch.conditions": {"IfCondition", "UnlessCondition"},
+    "launch.launch_description_sources": {"PythonLaunchDescriptionSource"},
+    "launch.substitutions": {"LaunchConfiguration", "PathJoinSubstitution", "TextSubstitution",
+                             "PythonExpression"},
+    "launch_ros.actions": {"Node", "PushRosNamespace"},
+    "launch_ros.parameter_descriptions": {"ParameterValue", "ParameterFile"},
+    "launch_ros.substitutions": {"FindPackageShare"},
+}
+
+
+def parse(name):
+    return ast.parse((LAUNCH_DIR / name).read_text(), filename=name)
+
+
+def module_constants(tree):
+    return {t.id: node.value.value for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+def declared_arguments(tree):
+    """name -> (default or None, description) of every DeclareLaunchArgument."""
+    consts = module_constants(tree)
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument":
+            kw = {k.arg: k.value for k in node.keywords}
+            default = kw.get("default_value")
+            if isinstance(default, ast.Name):
+                default = consts[default.id]
+            elif default is not None:
+                default = ast.literal_eval(default)
+            desc = kw.get("description")
+            out[ast.literal_eval(node.args[0])] = (
+                default, ast.literal_eval(desc) if desc is not None else None)
+    return out
+
+
+def flat_policy_parameters():
+    doc = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    params = doc["/**"]["ros__parameters"]
+
+    def flatten(d, prefix=""):
+        for key, value in d.items():
+            if isinstance(value, dict):
+                yield from flatten(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+    return dict(flatten(params))
+
+
+# --- static checks ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", LAUNCH_FILES)
+def test_every_argument_has_a_description(name):
+    args = declared_arguments(parse(name))
+    assert args, f"{name} declares no arguments"
+    missing = [a for a, (_, desc) in args.items() if not (desc and desc.strip())]
+    assert not missing, f"{name}: arguments without description: {missing}"
+
+
+@pytest.mark.parametrize("name", LAUNCH_FILES)
+def test_only_humble_and_jazzy_launch_api(name):
+    for node in ast.walk(parse(name)):
+        if isinstance(node, ast.ImportFrom) and node.module.split(".")[0] in ("launch",
+                                                                              "launch_ros"):
+            unknown = {a.name for a in node.names} - HUMBLE_API.get(node.module, set())
+            assert not unknown, f"{name}: {node.module} {unknown} not in the Humble/Jazzy list"
+
+
+def launch_argument_table():
+    """{file: {argument: default cell}} from README.md's '## Launch arguments' section."""
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"^## Launch arguments\s*$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, "README.md has no '## Launch arguments' section"
+    table, current = {}, None
+    for line in match.group(1).splitlines():
+        heading = re.match(r"^### `([\w.]+)`", line)
+        if heading:
+            current = table.setdefault(heading.group(1), {})
+            continue
+        row = re.match(r"^\|\s*`([\w.]+)`\s*\|\s*([^|]*?)\s*\|", line)
+        if row and current is not None:
+            current[row.group(1)] = row.group(2)
+    return table
+
+
+@pytest.mark.parametrize("name", LAUNCH_FILES)
+def test_arguments_match_the_readme_table(name):
+    table = launch_argument_table()
+    assert name in table, f"no '### `{name}`' table under '## Launch arguments'"
+    args = declared_arguments(parse(name))
+    assert set(args) == set(table[name]), (
+        f"{name}: undocumented {sorted(set(args) - set(table[name]))}, "
+        f"documented but not declared {sorted(set(table[name]) - set(args))}")
+    for arg, (default, _) in args.items():
+        expected = "required" if default is None else f"`{default}`" if default else '`""`'
+        assert table[name][arg] == expected, f"{name} {arg}: README default out of date"
+
+
+def test_policy_node_parameters_exist_in_config():
+    known = set(flat_policy_parameters()) | STANDARD_NODE_PARAMETERS
+    tree = parse("policy.launch.py")
+    consts = {t.id: ast.literal_eval(node.value) for node in tree.body
+              if isinstance(node, ast.Assign) for t in node.targets
+              if isinstance(t, ast.Name) and t.id.endswith("_PARAMETERS")}
+    names = {p for mapping in consts.values() for p in mapping.values()}
+    assert "decoding.strategy" in names and "execute" in names
+    for launch in LAUNCH_FILES:  # literal parameter dicts given to policy_node anywhere
+        for node in ast.walk(parse(launch)):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Node":
+                kw = {k.arg: k.value for k in node.keywords}
+                if ast.literal_eval(kw["executable"]) == "policy_node":
+                    for d in ast.walk(kw.get("parameters", ast.List(elts=[]))):
+                        if isinstance(d, ast.Dict):
+                            names |= {ast.literal_eval(k) for k in d.keys}
+    assert not names - known, f"not in config/policy.yaml: {sorted(names - known)}"
+
+
+def test_topic_literals_agree_with_topics_py():
+    published = {v for k, v in vars(topics).items() if k.isupper() and isinstance(v, str)}
+    for name in LAUNCH_FILES:
+        tree = parse(name)
+        for const, value in module_constants(tree).items():
+            if hasattr(topics, const):
+                assert value == getattr(topics, const), f"{name}: {const} != topics.{const}"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                    node.value.startswith("/llada_vla") or node.value == "/diagnostics"):
+                assert node.value in published, f"{name}: unknown topic {node.value}"
+    args = declared_arguments(parse("widowx.launch.py"))
+    assert topics.camera_image_topic(args["camera_namespace"][0], args["camera_name"][0]) \
+        == topics.IMAGE
+    assert args["robot_name"][0] == topics.ROBOT_NAME
+
+
+def test_config_defaults_agree_with_topics_py():
+    params = flat_policy_parameters()
+    assert params["image_topic"] == topics.IMAGE
+    assert params["instruction_topic"] == topics.INSTRUCTION
+    assert params["estop_topic"] == topics.ESTOP
+    assert params["robot_name"] == topics.ROBOT_NAME
+
+
+# --- running the setup functions against stand-ins of the launch API ----------------------------
+
+class Stub:
+    """Records its arguments; subclasses list the keywords the real class accepts."""
+    KEYWORDS = set()
+
+    def __init__(self, *args, **kwargs):
+        unknown = set(kwargs) - self.KEYWORDS
+        assert not unknown, f"{type(self).__name__} has no keyword(s) {unknown}"
+        self.args, self.kwargs = args, kwargs
+
+
+def stub(name, keywords=(), base=Stub):
+    return type(name, (base,), {"KEYWORDS": set(keywords)})
+
+
+class LaunchConfiguration(Stub):
+    KEYWORDS = {"default"}
+
+    def perform(self, context):
+        return context.launch_configurations[self.args[0]]
+
+
+def install_stubs(monkeypatch):
+    modules = {
+        "launch": {"LaunchDescription": stub("LaunchDescription")},
+        "launch.actions": {
+            "DeclareLaunchArgument": stub("DeclareLaunchArgument",
+                                          {"default_value", "description", "choices"}),
+            "ExecuteProcess": stub("ExecuteProcess", {"cmd", "name", "output", "on_exit",
+                                                      "cwd", "env", "shell"}),
+            "IncludeLaunchDescription": stub("IncludeLaunchDescription",
+                                             {"launch_arguments", "condition"}),
+            "OpaqueFunction": stub("OpaqueFunction", {"function", "args", "kwargs"}),
+            "Shutdown": stub("Shutdown", {"reason"}),
+            "TimerAction": stub("TimerAction", {"period", "actions"}),
+        },
+        "launch.launch_description_sources": {
+            "PythonLaunchDescriptionSource": stub("PythonLaunchDescriptionSource")},
+        "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
+        "launch_ros": {},
+        "launch_ros.actions": {"Node": stub("Node", {
+            "package", "executable", "name", "namespace", "parameters", "remappings",
+            "arguments", "output", "emulate_tty", "condition"})},
+        "launch_ros.parameter_descriptions": {"ParameterValue": stub("ParameterValue",
+                                                                     {"value_type"})},
+    }
+    for name, attrs in modules.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+
+
+def load(name, monkeypatch):
+    install_stubs(monkeypatch)
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), LAUNCH_DIR / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_setup(name, monkeypatch, **overrides):
+    """Actions returned by the file's OpaqueFunction for defaults + ``overrides``."""
+    module = load(name, monkeypatch)
+    description = module.generate_launch_description()
+    entities = description.args[0]
+    declared = {e.args[0]: e for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    config = {arg: e.kwargs.get("default_value") for arg, e in declared.items()}
+    unknown = set(overrides) - set(config)
+    assert not unknown, f"{name} declares no {unknown}"
+    config.update(overrides)
+    for arg, e in declared.items():
+        choices = e.kwargs.get("choices")
+        assert not choices or config[arg] in choices, f"{name}: {arg}={config[arg]!r}"
+    opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    context = types.SimpleNamespace(launch_configurations=config)
+    return opaque[0].kwargs["function"](context)
+
+
+def of_type(actions, name):
+    return [a for a in actions if type(a).__name__ == name]
+
+
+def policy_node_from_include(include, monkeypatch):
+    """The policy include's source must be policy.launch.py; run it with the passed args."""
+    path = include.args[0].args[0]
+    assert Path(path).name == "policy.launch.py" and Path(path).is_file()
+    [node] = run_setup("policy.launch.py", monkeypatch, **dict(include.kwargs["launch_arguments"]))
+    return node
+
+
+def parameter_overrides(node):
+    params_file, overrides = node.kwargs["parameters"]
+    assert Path(params_file).is_file()
+    return {k: v.args[0] if type(v).__name__ == "ParameterValue" else v
+            for k, v in overrides.items()}
+
+
+def test_widowx_sim_with_recorder(monkeypatch, tmp_path):
+    actions = run_setup("widowx.launch.py", monkeypatch, sim="true", record="true",
+                        bag_dir=str(tmp_path), bag_storage="mcap",
+                        instruction="pick up the cup", camera_namespace="cam", camera_name="d435")
+    nodes = {n.kwargs["executable"]: n for n in of_type(actions, "Node")}
+    assert nodes["sim_camera"].kwargs["parameters"] == [{"topic": "/cam/d435/color/image_raw"}]
+    [include] = of_type(actions, "IncludeLaunchDescription")  # no camera or arm driver
+    params = parameter_overrides(policy_node_from_include(include, monkeypatch))
+    assert params == {"image_topic": "/cam/d435/color/image_raw", "robot_name": "wx250s",
+                      "instruction": "pick up the cup",
+                      "instruction_topic": topics.INSTRUCTION, "execute": False}
+    [record] = of_type(actions, "ExecuteProcess")
+    cmd = record.kwargs["cmd"]
+    assert cmd[:3] == ["ros2", "bag", "record"] and cmd[5:7] == ["-s", "mcap"]
+    assert Path(cmd[4]).parent == tmp_path and Path(cmd[4]).name.startswith("llada_vla_")
+    expected = topics.recorded_topics(image_topic="/cam/d435/color/image_raw")
+    assert sorted(cmd[7:]) == sorted(expected)
+
+
+def test_widowx_drivers_need_their_packages(monkeypatch):
+    with pytest.raises(RuntimeError, match="realsense2_camera is not installed"):
+        run_setup("widowx.launch.py", monkeypatch)
+    actions = run_setup("widowx.launch.py", monkeypatch, camera="false", arm="false",
+                        execute="true", model_path="/ckpt", device="cuda")
+    [include] = of_type(actions, "IncludeLaunchDescription")
+    params = parameter_overrides(policy_node_from_include(include, monkeypatch))
+    assert params["execute"] is True and params["model_path"] == "/ckpt"
+    assert params["device"] == "cuda" and params["image_topic"] == topics.IMAGE
+    assert not of_type(actions, "ExecuteProcess")
+
+
+def test_policy_launch_empty_arguments_keep_the_params_file(monkeypatch):
+    [node] = run_setup("policy.launch.py", monkeypatch, namespace="left")
+    assert node.kwargs["executable"] == "policy_node" and node.kwargs["namespace"] == "left"
+    assert parameter_overrides(node) == {}
+    with pytest.raises(ValueError, match="true or false"):
+        run_setup("policy.launch.py", monkeypatch, execute="maybe")
+
+
+def test_replay_plays_inputs_and_records_outputs(monkeypatch, tmp_path):
+    bag = tmp_path / "demo"
+    bag.mkdir()
+    actions = run_setup("replay.launch.py", monkeypatch, bag=str(bag), rate="2.0")
+    [include] = of_type(actions, "IncludeLaunchDescription")
+    params = parameter_overrides(policy_node_from_include(include, monkeypatch))
+    assert params["execute"] is False and params["use_sim_time"] is True
+    [record] = of_type(actions, "ExecuteProcess")
+    assert record.kwargs["cmd"][7:] == list(topics.OUTPUT_TOPICS)
+    assert Path(record.kwargs["cmd"][4]).name.startswith("demo_replay_")
+    [timer] = of_type(actions, "TimerAction")
+    [play] = timer.kwargs["actions"]
+    cmd = play.kwargs["cmd"]
+    assert cmd[:4] == ["ros2", "bag", "play", str(bag)] and "--clock" in cmd
+    assert cmd[cmd.index("--rate") + 1] == "2.0"
+    assert cmd[cmd.index("--topics") + 1:] == [topics.IMAGE, topics.INSTRUCTION,
+                                               "/wx250s/joint_states"]
+    assert play.kwargs["on_exit"]
+    with pytest.raises(RuntimeError, match="bag not found"):
+        run_setup("replay.launch.py", monkeypatch, bag=str(tmp_path / "missing"))
