@@ -3,7 +3,9 @@
 ``SafetyFilter.step`` turns one 7-dim Bridge action (dx, dy, dz, droll, dpitch, dyaw, gripper)
 into joint radians for the arm, or a hold. Order of the checks:
 
-1. non-finite action / joint state / previous target -> hold;
+1. non-finite action / joint state / previous target -> hold; the measured joints farther
+   than ``max_tracking_error`` from the last command (the arm is not following: torque off,
+   blocked, driver restarted elsewhere) -> hold until ``reset()``;
 2. translation clipped by its norm (direction kept) to ``max_step_m``; each rotation
    component clipped to +-``max_step_rad``;
 3. the delta is applied to the previous target pose (``kinematics.apply_delta``) and the
@@ -46,14 +48,16 @@ class SafetyLimits:
     workspace_max: Sequence[float] = (0.45, 0.25, 0.30)
     joint_margin: float = 0.05
     max_joint_velocity: float = 1.0
+    max_tracking_error: float = 0.5
 
     def __post_init__(self):
-        for name in ("max_step_m", "max_step_rad", "joint_margin", "max_joint_velocity"):
+        for name in ("max_step_m", "max_step_rad", "joint_margin", "max_joint_velocity",
+                     "max_tracking_error"):
             value = float(getattr(self, name))
             if not np.isfinite(value):
                 raise ValueError(f"safety.{name} must be finite, got {value}")
             setattr(self, name, value)
-        for name in ("max_step_m", "max_step_rad", "max_joint_velocity"):
+        for name in ("max_step_m", "max_step_rad", "max_joint_velocity", "max_tracking_error"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"safety.{name} must be > 0, got {getattr(self, name)}")
         if self.max_joint_velocity > JOINT_VELOCITY_LIMIT:
@@ -131,6 +135,12 @@ class SafetyFilter:
             return hold("previous target pose invalid")
         if not np.all(np.isfinite(a)):
             return hold("action contains NaN/Inf")
+        if self.last_command is not None:
+            lag = float(np.max(np.abs(q_meas - self.last_command)))
+            if lag > self.limits.max_tracking_error:
+                return hold(f"tracking error: arm is {lag:.2f} rad from the last command "
+                            f"(limit {self.limits.max_tracking_error:g}); is torque on? "
+                            "call ~/start to resume from the measured pose")
 
         lim = self.limits
         dxyz = a[:3].copy()

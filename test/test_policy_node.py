@@ -145,7 +145,8 @@ def graph(domain, tmp_path):
     camera = Camera(probe)
     procs = {"driver": NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}),
              "node": NodeProcess("policy_node", domain, tmp_path,
-                                 {"execute": True, "scripted_delay": 0.05})}
+                                 {"execute": True, "scripted_delay": 0.05,
+                                  "safety.max_tracking_error": 0.08})}
     wait_for(lambda: probe.messages("/diagnostics"), 30, what="the node's diagnostics")
     pub = publish_instruction(probe, "move the block")
     g = type("Graph", (), dict(probe=probe, camera=camera, procs=procs, instruction=pub,
@@ -228,10 +229,30 @@ def test_faults_hold_still_report_and_recover(graph):
     g.instruction.publish(String(data="move the block"))
     expect_moving(g)
 
+    # the arm stops following (torque off): tracking error -> hold until ~/start
+    from interbotix_xs_msgs.srv import TorqueEnable
+    torque = g.probe.node.create_client(TorqueEnable, "/wx250s/torque_enable")
+    assert torque.wait_for_service(timeout_sec=10)
+    done = torque.call_async(TorqueEnable.Request(cmd_type="group", name="arm", enable=False))
+    wait_for(done.done, 10, what="torque_enable response")
+    expect_holding(g, ["tracking error"], settle=2.0)
+    done = torque.call_async(TorqueEnable.Request(cmd_type="group", name="arm", enable=True))
+    wait_for(done.done, 10, what="torque_enable response")
+    time.sleep(1.0)
+    assert g.probe.messages(GROUP, time.monotonic() - 0.9) == []  # torque alone does not resume
+    assert call_trigger(g, "start").success
+    expect_moving(g)
+
     # stale joint states: the driver dies; a new one brings motion back
     g.procs["driver"].stop()
     expect_holding(g, ["stale joint states"])
-    g.procs["driver"] = NodeProcess("sim_widowx", g.domain, g.tmp, {"moving_time": 0.25})
+    g.procs["driver"] = NodeProcess("sim_widowx", g.domain, g.tmp, {
+        "moving_time": 0.25, "initial_joints": [0.3, -0.484, 0.749, 0.0, 0.334, 0.0]})
+    # The new driver's arm (waist turned 0.3 rad) is not where the node left it: the tracking
+    # check holds until the operator restarts motion from the measured pose.
+    wait_for(lambda: diagnostics_mention(g.probe, time.monotonic() - 0.5, ["tracking error"]),
+             20, what="the tracking-error hold after the driver restart")
+    assert call_trigger(g, "start").success
     expect_moving(g, timeout=30)
     assert_commands_safe(g.probe.messages(GROUP))
 

@@ -47,7 +47,7 @@ def test_limits_defaults_match_config():
         got = getattr(limits, key)
         assert np.allclose(got, value), key
     assert set(safety) == {"max_step_m", "max_step_rad", "workspace_min", "workspace_max",
-                           "joint_margin", "max_joint_velocity"}
+                           "joint_margin", "max_joint_velocity", "max_tracking_error"}
     assert SafetyLimits(**safety) == limits
 
 
@@ -211,6 +211,25 @@ def test_start_inside_joint_margin_moves_away():
     assert d.ok
     assert any("elbow" in r and "moving away" in r for r in d.reasons), d.reasons
     assert d.q_cmd[2] < q[2]
+
+
+def test_arm_not_following_commands_holds_until_reset():
+    f = SafetyFilter(SafetyLimits(max_tracking_error=0.3), PERIOD)
+    T, q_cmds = T_RESET, []
+    for _ in range(10):  # the measured joints never move (torque off)
+        d = f.step(act(dyaw=0.25), Q_RESET, T)
+        if not d.ok:
+            break
+        T = d.T_target
+        q_cmds.append(d.q_cmd)
+    assert_hold(d, T, "tracking error")
+    assert 1 <= len(q_cmds) <= 3  # at 0.2 rad per step the lag passes 0.3 rad quickly
+    assert np.abs(q_cmds[-1] - Q_RESET).max() <= 0.3 + 0.2 + 1e-9
+    assert not f.step(act(), Q_RESET, T).ok  # still holding: nothing changed
+    assert f.step(act(), q_cmds[-1], T).ok  # the arm caught up
+    f.step(act(dyaw=0.25), Q_RESET, T)
+    f.reset()  # ~/start: resume from the measured pose
+    assert f.step(act(dyaw=0.1), Q_RESET, T_RESET).ok
 
 
 def test_gripper_threshold():

@@ -74,6 +74,7 @@ PARAMETERS = {
     "safety.workspace_max": [0.45, 0.25, 0.30],
     "safety.joint_margin": 0.05,
     "safety.max_joint_velocity": 1.0,
+    "safety.max_tracking_error": 0.5,
     "record_to": "",
     "record_storage": "sqlite3",
 }
@@ -91,7 +92,8 @@ class PolicyNode(Node):
             workspace_min=tuple(p("safety.workspace_min")),
             workspace_max=tuple(p("safety.workspace_max")),
             joint_margin=p("safety.joint_margin"),
-            max_joint_velocity=p("safety.max_joint_velocity"))
+            max_joint_velocity=p("safety.max_joint_velocity"),
+            max_tracking_error=p("safety.max_tracking_error"))
         self.safety = SafetyFilter(self.limits, self.period, gripper_threshold=p("gripper_threshold"))
         self.executor_ = ChunkExecutor(mode=p("execution_mode"),
                                        actions_per_chunk=p("actions_per_chunk"),
@@ -185,6 +187,7 @@ class PolicyNode(Node):
             self.generation += 1
             self.executor_.clear()
             self.target = None
+            self.safety.reset()
             if size > MAX_INSTRUCTION_BYTES:
                 self.instruction = ""
                 self.instruction_error = (f"instruction refused: {size} bytes, more than "
@@ -226,6 +229,7 @@ class PolicyNode(Node):
                 return response
             self.execute, self.target = True, None
             self.executor_.clear()
+            self.safety.reset()
         self._set_time_profile()
         response.success, response.message = True, "motion enabled"
         return response
@@ -361,7 +365,6 @@ class PolicyNode(Node):
         if reason != self.hold_reason:
             self.get_logger().info(f"holding: {reason}")
         self.hold_reason = reason
-        self.safety.reset()
 
     def _send(self, decision) -> None:
         """Publish one command (called with the lock held, so shutdown never splits it)."""
