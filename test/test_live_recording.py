@@ -61,7 +61,11 @@ def test_record_live_run_then_evaluate_it(storage, tmp_path):
     assert evaluation.main([str(bag), "--policy", "scripted", "--out", str(out), "--quiet",
                             "--hz", "5"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["frames_in_episode"] == report["metrics"]["frames"] == len(episode)
+    assert report["frames_in_episode"] == len(episode)
+    # frames before the instruction arrived are skipped, and said so
+    assert set(report["skipped"]) <= {"no instruction in force"}
+    assert report["metrics"]["frames"] + sum(report["skipped"].values()) == len(episode)
+    assert report["metrics"]["frames"] >= len(episode) - 3
     mae = report["metrics"]["mae"]
     assert len(mae) == 7 and all(np.isfinite(v) for v in mae.values())
     for name in ("report.md", "report.html"):

@@ -312,3 +312,37 @@ def test_unreachable_target_holds_then_recovers(domain, tmp_path):
     assert max(xs) < 0.70  # never beyond the arm's reach
     after_peak = xs[int(np.argmax(xs)):]
     assert min(after_peak) < max(xs) - 0.1, xs  # moved back in after the refusals
+
+
+def test_node_runs_the_tiny_llada_vla_model(domain, tmp_path, tiny_checkpoint):
+    """The real model path in the node: checkpoint -> vision tower -> hierarchical masked
+    diffusion over the 35 action tokens -> de-tokenized actions -> safety filter -> driver."""
+    from llada_vla_ros.action_tokenizer import ActionTokenizer
+
+    probe = make_probe(domain)
+    procs = [NodeProcess("sim_camera", domain, tmp_path, {"width": 320, "height": 240}),
+             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}),
+             NodeProcess("policy_node", domain, tmp_path,
+                         {"execute": True, "model_path": str(tiny_checkpoint),
+                          "decoding.strategy": "hierarchical"})]
+    try:
+        wait_for(lambda: probe.messages("/diagnostics"), 60, what="the node's diagnostics")
+        publish_instruction(probe, "pick up the red block")
+        wait_for(lambda: len(probe.messages("/llada_vla/action_chunk")) >= 3, 60,
+                 what="three chunks decoded by the tiny model")
+        wait_for(lambda: len(probe.messages(GROUP)) >= 3, 30, what="commands from the model")
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        probe.close()
+    tok = ActionTokenizer.from_pretrained(tiny_checkpoint)
+    for chunk in probe.messages("/llada_vla/action_chunk"):
+        assert chunk.model_id == "tiny_ckpt:hierarchical"
+        assert chunk.instruction == "pick up the red block"
+        actions = np.asarray(chunk.actions, np.float32).reshape(chunk.horizon, chunk.action_dim)
+        # de-tokenized bin centres: re-tokenizing and decoding gives the same values
+        np.testing.assert_allclose(tok.decode(tok.encode(actions)), actions, atol=1e-6)
+        conf = np.asarray(chunk.confidence)
+        assert conf.shape == (5,) and np.all((conf > 0) & (conf <= 7.0 + 1e-6))
+        assert chunk.inference_ms > 0
+    assert_commands_safe(probe.messages(GROUP))

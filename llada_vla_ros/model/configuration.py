@@ -1,0 +1,120 @@
+"""LladaVlaConfig: sizes of the vision tower, projector and diffusion backbone, plus the
+action-token layout. The defaults are LLaDA-V's (``full()``); ``tiny()`` is a sub-million
+parameter model for tests and demos, with its own small special ids."""
+from __future__ import annotations
+
+from transformers import PretrainedConfig, SiglipVisionConfig
+
+from ..action_tokenizer import default_action_token_ids, validate_action_token_ids
+
+# SigLIP-2 so400m/14 at 384 with its last encoder layer dropped (27 -> 26), no pooling head.
+FULL_VISION = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
+                   num_attention_heads=16, patch_size=14, image_size=384,
+                   hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False)
+TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, patch_size=8, image_size=32,
+                   hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False)
+
+# Special ids of the tiny byte-level tokenizer (see processing.build_tiny_tokenizer):
+# 256 byte tokens, then these, then the 32 action tokens.
+TINY_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>",
+                       "<|end_header_id|>", "<|eot_id|>", "<|mdm_mask|>", "<image>", "<|pad|>"]
+TINY_FIRST_ACTION_ID = 256 + len(TINY_SPECIAL_TOKENS)
+
+
+class LladaVlaConfig(PretrainedConfig):
+    """Configuration of :class:`LladaVlaForActions` (model_type ``llada_vla``).
+
+    Action layout: ``num_bins`` local classes map to ``action_token_ids`` (vocabulary ids);
+    a chunk is ``chunk_size`` x ``action_dim`` tokens. ``prefix_attention_mask=True`` stops
+    prompt positions from attending to action positions (exact prefix cache); the paper's
+    default is full bidirectional attention (False).
+    """
+
+    model_type = "llada_vla"
+
+    def __init__(self, vision_config=None, projector_type: str = "mlp2x_gelu",
+                 vocab_size: int = 126464, hidden_size: int = 4096,
+                 intermediate_size: int = 12288, num_hidden_layers: int = 32,
+                 num_attention_heads: int = 32, num_key_value_heads: int = 32,
+                 rms_norm_eps: float = 1e-5, rope_theta: float = 500000.0,
+                 initializer_range: float = 0.02,
+                 mask_token_id: int = 126336, bos_token_id: int = 126080,
+                 eos_token_id: int = 126081, start_header_id: int = 126346,
+                 end_header_id: int = 126347, eot_token_id: int = 126348,
+                 image_token_index: int = -200, action_token_ids=None, num_bins: int = 32,
+                 action_dim: int = 7, chunk_size: int = 5, prefix_attention_mask: bool = False,
+                 tie_word_embeddings: bool = False, **kwargs):
+        if not isinstance(vision_config, SiglipVisionConfig):
+            vision_config = SiglipVisionConfig(**{**FULL_VISION, **(vision_config or {})})
+        self.vision_config = vision_config
+        if projector_type != "mlp2x_gelu":
+            raise ValueError(f"only projector_type 'mlp2x_gelu' is supported, got "
+                             f"{projector_type!r}")
+        self.projector_type = projector_type
+        self.vocab_size, self.hidden_size = int(vocab_size), int(hidden_size)
+        self.intermediate_size, self.num_hidden_layers = intermediate_size, num_hidden_layers
+        self.num_attention_heads, self.num_key_value_heads = (num_attention_heads,
+                                                              num_key_value_heads)
+        if num_attention_heads % num_key_value_heads:
+            raise ValueError(f"num_attention_heads ({num_attention_heads}) must be a multiple "
+                             f"of num_key_value_heads ({num_key_value_heads})")
+        if hidden_size % num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        self.rms_norm_eps, self.rope_theta = rms_norm_eps, rope_theta
+        self.initializer_range = initializer_range
+        # special ids (LLaDA); image_token_index is a placeholder replaced by image features
+        self.mask_token_id = int(mask_token_id)
+        self.start_header_id, self.end_header_id = start_header_id, end_header_id
+        self.eot_token_id, self.image_token_index = eot_token_id, image_token_index
+        if not 0 <= self.mask_token_id < self.vocab_size:
+            raise ValueError(f"mask_token_id {mask_token_id} is outside the vocabulary "
+                             f"(vocab_size={vocab_size})")
+        # actions
+        self.num_bins, self.action_dim, self.chunk_size = num_bins, action_dim, chunk_size
+        if action_token_ids is None:
+            action_token_ids = default_action_token_ids(num_bins)
+        self.action_token_ids = validate_action_token_ids(
+            action_token_ids, num_bins, self.mask_token_id, self.vocab_size)
+        self.prefix_attention_mask = bool(prefix_attention_mask)
+        super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+                         tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_action_tokens(self) -> int:
+        return self.chunk_size * self.action_dim
+
+    @property
+    def image_size(self) -> int:
+        return int(self.vision_config.image_size)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return (self.image_size // int(self.vision_config.patch_size)) ** 2
+
+    @classmethod
+    def full(cls, **overrides) -> "LladaVlaConfig":
+        """LLaDA-V sizes: LLaDA-8B backbone, SigLIP-2 so400m/14-384 minus its last layer."""
+        return cls(**overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> "LladaVlaConfig":
+        """A ~0.6M-parameter model (hidden 128, 2 layers, GQA 4/2 heads, 32x32 images) with the
+        tiny byte-level tokenizer's ids. A large init (0.1) makes it overfit in ~100 steps."""
+        ids = {tok: 256 + i for i, tok in enumerate(TINY_SPECIAL_TOKENS)}
+        num_bins = overrides.get("num_bins", 32)
+        args = dict(
+            vision_config=dict(TINY_VISION), vocab_size=320, hidden_size=128,
+            intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, rope_theta=10000.0, initializer_range=0.1,
+            mask_token_id=ids["<|mdm_mask|>"], bos_token_id=ids["<|startoftext|>"],
+            eos_token_id=ids["<|endoftext|>"], start_header_id=ids["<|start_header_id|>"],
+            end_header_id=ids["<|end_header_id|>"], eot_token_id=ids["<|eot_id|>"],
+            action_token_ids=list(range(TINY_FIRST_ACTION_ID, TINY_FIRST_ACTION_ID + num_bins)),
+        )
+        args.update(overrides)
+        return cls(**args)

@@ -1,0 +1,388 @@
+"""LLaDA-VLA in one file: SigLIP vision tower -> mlp2x_gelu projector -> LLaDA backbone.
+
+The backbone is a Llama-architecture transformer (RMSNorm, RoPE, SwiGLU, no biases, GQA,
+untied LM head) with LLaDA-V's weight names, and bidirectional attention by default.
+
+Inference interface (what the decoder uses)::
+
+    obs = model.prepare(image_rgb, instruction)            # vision + projector, once
+    logits, cache = model.action_logits(obs, classes)      # (B, K*D, V_a) localized logits
+    logits, cache = model.action_logits(obs, classes, update_cache=True)  # + prompt K/V
+    logits, _ = model.action_logits(obs, classes, cache=cache)  # only the action positions
+
+``classes`` holds local action classes 0..V_a-1 and -1 for masked positions.
+Autoregressive use (baseline benchmarks): ``model.model(embeds, causal=True, use_cache=True)``
+then feed new embeddings with ``past_key_values=cache``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PreTrainedModel, SiglipVisionModel
+
+from .configuration import LladaVlaConfig
+from .processing import build_prompt_ids, preprocess_image
+
+
+# ----------------------------------------------------------------------------- caches, inputs
+
+@dataclass
+class KVCache:
+    """Per-layer (key, value) tensors, each (B, n_kv_heads, T, head_dim); keys after RoPE."""
+
+    layers: list = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return int(self.layers[0][0].shape[2]) if self.layers else 0
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.layers[0][0].shape[0]) if self.layers else 0
+
+    def truncate(self, length: int) -> "KVCache":
+        """The first ``length`` positions (a new cache; tensors are views)."""
+        return KVCache([(k[:, :, :length], v[:, :, :length]) for k, v in self.layers])
+
+
+PrefixCache = KVCache  # the prompt's K/V, reused while the action tokens are decoded
+
+
+@dataclass
+class Observation:
+    """One prepared (image, instruction): everything before the action tokens.
+
+    prefix_embeds: (1, P, H) prompt embeddings with the projected image features spliced in.
+    prompt_ids: prompt ids (P - N + 1 of them) with ``config.image_token_index`` for the image.
+    image_span: [start, stop) of the N image features inside ``prefix_embeds``.
+    """
+
+    prefix_embeds: torch.Tensor
+    prompt_ids: list
+    image_span: tuple
+    instruction: str
+
+    @property
+    def prefix_len(self) -> int:
+        return int(self.prefix_embeds.shape[1])
+
+
+# ----------------------------------------------------------------------------- backbone
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope(positions: torch.Tensor, head_dim: int, theta: float):
+    """cos, sin for ``positions`` (T,) or (B, T): shapes (T, hd) or (B, 1, T, hd), float32."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device,
+                                            dtype=torch.float32) / head_dim)
+    freqs = positions.float()[..., None] * inv_freq
+    emb = torch.cat([freqs, freqs], dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    if positions.dim() == 2:
+        cos, sin = cos[:, None], sin[:, None]
+    return cos, sin
+
+
+def apply_rope(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: LladaVlaConfig):
+        super().__init__()
+        self.n_head, self.n_kv, self.head_dim = (c.num_attention_heads, c.num_key_value_heads,
+                                                 c.head_dim)
+        self.q_proj = nn.Linear(c.hidden_size, self.n_head * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, c.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, mask=None, past=None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if past is not None:
+            pk, pv = past
+            if pk.shape[0] != B:
+                pk, pv = pk.expand(B, -1, -1, -1), pv.expand(B, -1, -1, -1)
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        kv = (k, v)
+        if self.n_kv != self.n_head:  # grouped-query attention
+            k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), kv
+
+
+class MLP(nn.Module):
+    def __init__(self, c: LladaVlaConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, c: LladaVlaConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.self_attn = Attention(c)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.mlp = MLP(c)
+
+    def forward(self, x, cos, sin, mask=None, past=None):
+        a, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
+        x = x + a
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, kv
+
+
+def causal_mask(T: int, S: int, device) -> torch.Tensor:
+    """(T, S) bool: the T newest of S positions attend to themselves and everything before."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+
+
+class Backbone(nn.Module):
+    """LLaDA's transformer: ``embed_tokens``, ``layers``, final ``norm`` (Llama names)."""
+
+    def __init__(self, c: LladaVlaConfig):
+        super().__init__()
+        self.config = c
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList(Block(c) for _ in range(c.num_hidden_layers))
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+
+    def forward(self, inputs_embeds, positions=None, attention_mask=None, causal=False,
+                past_key_values: Optional[KVCache] = None, use_cache=False):
+        """inputs_embeds (B, T, H) -> (normed hidden (B, T, H), KVCache or None).
+
+        positions: (T,) or (B, T) RoPE positions (default: after the cache).
+        attention_mask: bool, True = may attend, broadcastable to (B, 1, T, past + T).
+        causal: each position attends only to itself and earlier ones (incl. the cache).
+        past_key_values: K/V of earlier positions; use_cache: return past + these K/V.
+        """
+        B, T, _ = inputs_embeds.shape
+        past = past_key_values.length if past_key_values is not None else 0
+        device = inputs_embeds.device
+        if positions is None:
+            positions = torch.arange(past, past + T, device=device)
+        mask = attention_mask
+        if causal:
+            cm = causal_mask(T, past + T, device)
+            mask = cm if mask is None else mask & cm
+        cos, sin = rope(positions, self.config.head_dim, self.config.rope_theta)
+        x, cache = inputs_embeds, KVCache() if use_cache else None
+        for i, layer in enumerate(self.layers):
+            layer_past = past_key_values.layers[i] if past_key_values is not None else None
+            x, kv = layer(x, cos, sin, mask, layer_past)
+            if use_cache:
+                cache.layers.append(kv)
+        return self.norm(x), cache
+
+
+# ----------------------------------------------------------------------------- the model
+
+class LladaVlaForActions(PreTrainedModel):
+    """Vision tower + projector + LLaDA backbone + LM head, predicting action tokens."""
+
+    config_class = LladaVlaConfig
+    config: LladaVlaConfig
+    base_model_prefix = "llada_vla"
+    main_input_name = "pixel_values"
+    _no_split_modules = ["Block", "SiglipEncoderLayer"]
+
+    def __init__(self, config: LladaVlaConfig):
+        super().__init__(config)
+        c = config
+        self.vision_tower = SiglipVisionModel(c.vision_config)
+        self.mm_projector = nn.Sequential(  # "mlp2x_gelu"
+            nn.Linear(c.vision_config.hidden_size, c.hidden_size), nn.GELU(),
+            nn.Linear(c.hidden_size, c.hidden_size))
+        self.model = Backbone(c)
+        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        self.tokenizer = None  # text tokenizer; from_pretrained attaches tokenizer.json
+        self.post_init()
+
+    # -- loading / saving (safetensors only, local directories only; see checkpoint.py)
+    @classmethod
+    def from_pretrained(cls, path, torch_dtype=None, device=None, dtype=None, **kwargs):
+        """Load a local checkpoint directory (config.json + safetensors [+ tokenizer.json]).
+        dtype default: float32 on CPU, bfloat16 on CUDA. Never runs remote code."""
+        if kwargs:
+            raise TypeError(f"unsupported from_pretrained arguments: {sorted(kwargs)}")
+        from .checkpoint import from_pretrained
+
+        return from_pretrained(path, torch_dtype=torch_dtype or dtype, device=device)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """config.json + model.safetensors, plus tokenizer files when a tokenizer is set."""
+        super().save_pretrained(save_directory, **kwargs)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(save_directory)
+
+    # -- prompt
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, N, H) projected image features. Features are the output of the
+        last kept encoder layer, before post_layernorm (LLaVA's ``hidden_states[-1]``)."""
+        out = self.vision_tower(pixel_values, output_hidden_states=True)
+        return self.mm_projector(out.hidden_states[-1])
+
+    def embed_prompt(self, prompt_ids: Sequence[int], image_features: torch.Tensor):
+        """Prompt ids with one image placeholder + (N, H) features -> ((P, H), image span)."""
+        ids = list(prompt_ids)
+        marker = self.config.image_token_index
+        if ids.count(marker) != 1:
+            raise ValueError(f"prompt must hold exactly one image placeholder ({marker})")
+        i = ids.index(marker)
+        dev = self.lm_head.weight.device
+        before = self.model.embed_tokens(torch.tensor(ids[:i], dtype=torch.long, device=dev))
+        after = self.model.embed_tokens(torch.tensor(ids[i + 1:], dtype=torch.long, device=dev))
+        feats = image_features.to(before.dtype)
+        return torch.cat([before, feats, after], dim=0), (i, i + feats.shape[0])
+
+    def prefix_embeds(self, pixel_values: torch.Tensor, prompts: Sequence[Sequence[int]]):
+        """B images + B prompts -> (B, P, H) left-padded prefix and (B, P) validity mask."""
+        feats = self.encode_images(pixel_values)
+        rows = [self.embed_prompt(p, f)[0] for p, f in zip(prompts, feats)]
+        P = max(r.shape[0] for r in rows)
+        out = rows[0].new_zeros(len(rows), P, rows[0].shape[1])
+        valid = torch.zeros(len(rows), P, dtype=torch.bool, device=out.device)
+        for b, r in enumerate(rows):
+            out[b, P - r.shape[0]:] = r
+            valid[b, P - r.shape[0]:] = True
+        return out, valid
+
+    def preprocess(self, image_rgb: np.ndarray) -> torch.Tensor:
+        """uint8 HxWx3 RGB (any size) -> (1, 3, S, S) on the model's device and dtype."""
+        w = self.lm_head.weight
+        return preprocess_image(image_rgb, self.config.image_size, w.device, w.dtype)
+
+    def prompt_ids(self, instruction: str) -> list:
+        if self.tokenizer is None:
+            raise RuntimeError("no text tokenizer set: load a checkpoint directory holding "
+                               "tokenizer.json, or assign model.tokenizer")
+        return build_prompt_ids(self.tokenizer, instruction, self.config)
+
+    @torch.no_grad()
+    def prepare(self, image_rgb: np.ndarray, instruction: str) -> Observation:
+        """Run the vision tower + projector once and build the (1, P, H) prompt embeddings.
+        Raises ValueError on a bad image (not HxWx3 uint8, empty) or an empty instruction."""
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError("instruction is empty")
+        pixels = self.preprocess(image_rgb)
+        ids = self.prompt_ids(instruction)
+        embeds, span = self.embed_prompt(ids, self.encode_images(pixels)[0])
+        return Observation(embeds[None], ids, span, instruction)
+
+    # -- action positions
+    def action_token_ids(self, device=None) -> torch.Tensor:
+        return torch.tensor(self.config.action_token_ids, dtype=torch.long,
+                            device=device or self.lm_head.weight.device)
+
+    def classes_to_ids(self, classes) -> torch.Tensor:
+        """(B, K*D) local classes (-1 = masked) -> vocabulary ids (mask id where masked)."""
+        c = torch.as_tensor(classes, device=self.lm_head.weight.device).long()
+        A, V = self.config.num_action_tokens, self.config.num_bins
+        if c.dim() != 2 or c.shape[1] != A:
+            raise ValueError(f"classes must be (batch, {A}), got {tuple(c.shape)}")
+        if c.numel() and (int(c.min()) < -1 or int(c.max()) >= V):
+            raise ValueError(f"classes must lie in -1..{V - 1}")
+        ids = self.action_token_ids(c.device)[c.clamp(min=0)]
+        return torch.where(c < 0, torch.full_like(c, self.config.mask_token_id), ids)
+
+    def localized_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states times the V_a LM-head rows of the action tokens: (..., V_a)."""
+        return hidden @ self.lm_head.weight[self.action_token_ids(hidden.device)].T
+
+    def action_hidden(self, prefix_embeds, action_ids, prefix_valid=None,
+                      cache: Optional[KVCache] = None, use_cache=False):
+        """Final hidden states (B, A, H) at the action positions.
+
+        Without ``cache``: one pass over [prefix | actions]; ``use_cache`` also returns the
+        prefix positions' K/V from that pass. With ``cache``: only the actions go through
+        the backbone, attending to the cached prefix K/V and to themselves.
+        """
+        B, A = action_ids.shape
+        x = self.model.embed_tokens(action_ids)
+        if cache is not None:
+            if cache.batch_size not in (1, B):
+                raise ValueError(f"cache batch {cache.batch_size} does not match batch {B}")
+            P = cache.length
+            pos = torch.arange(P, P + A, device=x.device)
+            h, _ = self.model(x, positions=pos, past_key_values=cache)
+            return h, cache
+        prefix = prefix_embeds.to(x.dtype)
+        if prefix.shape[0] != B:
+            prefix = prefix.expand(B, -1, -1)
+        P, S = prefix.shape[1], prefix.shape[1] + A
+        mask, pos = None, torch.arange(S, device=x.device)
+        if prefix_valid is not None:  # left padding (training batches)
+            keys = torch.cat([prefix_valid, prefix_valid.new_ones(B, A)], dim=1)
+            mask = keys[:, None, None, :]
+            pos = (keys.long().cumsum(1) - 1).clamp(min=0)
+        if self.config.prefix_attention_mask:  # prompt does not see the actions
+            pm = torch.ones(S, S, dtype=torch.bool, device=x.device)
+            pm[:P, P:] = False
+            mask = pm if mask is None else mask & pm
+        h, kv = self.model(torch.cat([prefix, x], dim=1), positions=pos, attention_mask=mask,
+                           use_cache=use_cache)
+        return h[:, P:], (kv.truncate(P) if use_cache else None)
+
+    @torch.no_grad()
+    def action_logits(self, obs: Observation, classes, cache: Optional[KVCache] = None,
+                      update_cache: bool = False):
+        """Localized logits (B, K*D, V_a) float32 for ``classes`` (B, K*D), -1 = masked.
+
+        cache=None: exact full forward over prompt + actions; with ``update_cache`` the
+        returned cache holds the prompt K/V (after RoPE) of this pass, else it is None.
+        cache given: prefix-cached forward (exact when config.prefix_attention_mask, else an
+        approximation); the given cache is returned unchanged.
+        """
+        ids = self.classes_to_ids(classes)
+        if cache is not None and cache.length != obs.prefix_len:
+            raise ValueError(f"cache holds {cache.length} positions, prompt has {obs.prefix_len}")
+        h, new = self.action_hidden(obs.prefix_embeds, ids, cache=cache,
+                                    use_cache=update_cache and cache is None)
+        return self.localized_logits(h).float(), new
+
+    @torch.no_grad()
+    def full_logits(self, obs: Observation, classes, cache: Optional[KVCache] = None):
+        """Full-vocabulary LM-head logits (B, K*D, vocab) float32 at the action positions."""
+        h, _ = self.action_hidden(obs.prefix_embeds, self.classes_to_ids(classes), cache=cache)
+        return self.lm_head(h).float()
+
+    def forward(self, pixel_values, prompts, action_ids, localized: bool = True):
+        """Training forward: images (B, 3, S, S), B prompt id lists, action-position ids
+        (B, K*D) (mask id where masked) -> logits at the action positions,
+        (B, K*D, V_a) if ``localized`` else (B, K*D, vocab)."""
+        prefix, valid = self.prefix_embeds(pixel_values, prompts)
+        h, _ = self.action_hidden(prefix, action_ids, prefix_valid=valid)
+        return self.localized_logits(h) if localized else self.lm_head(h)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in module.parameters())

@@ -1,0 +1,107 @@
+"""Inputs of the model: image preprocessing (torch, on the model's device), the LLaDA chat
+prompt, and the tiny byte-level tokenizer built offline."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .configuration import TINY_SPECIAL_TOKENS
+
+IMAGE_PLACEHOLDER = "<image>"
+MEAN = STD = 0.5  # SigLIP normalization
+
+
+def check_image(image_rgb) -> None:
+    """Raise ValueError unless ``image_rgb`` is a non-empty HxWx3 uint8 numpy array."""
+    if not isinstance(image_rgb, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image_rgb).__name__}")
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ValueError(f"image must be HxWx3 RGB, got shape {image_rgb.shape}")
+    if image_rgb.shape[0] == 0 or image_rgb.shape[1] == 0:
+        raise ValueError(f"image is empty (shape {image_rgb.shape})")
+    if image_rgb.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image_rgb.dtype}")
+
+
+def preprocess_image(image_rgb: np.ndarray, size: int, device="cpu",
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 HxWx3 RGB of any size -> (1, 3, size, size): bicubic antialiased resize,
+    clamp to [0, 1] (like uint8 resizing), then (x - 0.5) / 0.5."""
+    check_image(image_rgb)
+    x = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device)
+    x = x.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True,
+                          align_corners=False).clamp_(0.0, 1.0)
+    return ((x - MEAN) / STD).to(dtype)
+
+
+def build_prompt_ids(tokenizer, instruction: str, config) -> list[int]:
+    """LLaDA chat prompt as ids, with ``config.image_token_index`` where the image goes:
+
+    ``<|startoftext|><|start_header_id|>user<|end_header_id|>\\n\\n<image>\\n{instruction}
+    <|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n``
+
+    Special tokens come from the config ids, text between them from ``tokenizer``.
+    """
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ValueError("instruction is empty")
+
+    def text(s: str) -> list[int]:
+        return list(tokenizer.encode(s, add_special_tokens=False))
+
+    c = config
+    return ([c.bos_token_id, c.start_header_id] + text("user") + [c.end_header_id]
+            + text("\n\n") + [c.image_token_index] + text("\n" + instruction.strip())
+            + [c.eot_token_id, c.start_header_id] + text("assistant") + [c.end_header_id]
+            + text("\n\n"))
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (what ByteLevel pre-tokenization uses)."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def build_tiny_tokenizer(num_action_tokens: int = 32):
+    """Byte-level tokenizer for the tiny config: ids 0..255 are bytes, then
+    ``TINY_SPECIAL_TOKENS`` (256..263), then ``<|reserved_token_i|>`` action tokens.
+    Built offline with the ``tokenizers`` library; returns a PreTrainedTokenizerFast."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    table = _bytes_to_unicode()
+    vocab = {table[b]: b for b in range(256)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    specials = TINY_SPECIAL_TOKENS + [f"<|reserved_token_{i}|>" for i in range(num_action_tokens)]
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    for i, s in enumerate(specials):
+        assert tok.token_to_id(s) == 256 + i, s
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+        pad_token="<|pad|>", mask_token="<|mdm_mask|>")
+
+
+def load_text_tokenizer(directory: str | Path) -> Optional[object]:
+    """The checkpoint's ``tokenizer.json`` as a PreTrainedTokenizerFast, or None if absent.
+    Only the tokenizer file is read (no tokenizer code, nothing downloaded)."""
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(path))

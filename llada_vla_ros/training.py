@@ -1,0 +1,298 @@
+"""Training: the masked-diffusion loss with localized special-token classification (LSC,
+paper eq. 5-7), a small AdamW loop, and ``make_tiny_checkpoint`` (a tiny model overfit on a
+few synthetic examples, for tests and demos).
+
+    python -m llada_vla_ros.training --tiny OUT_DIR
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .action_tokenizer import ActionTokenizer, NormStats
+from .model import LladaVlaConfig, LladaVlaForActions, build_tiny_tokenizer
+
+LOSS_TYPES = ("lsc", "full_vocab")
+TINY_UNNORM_KEY = "tiny_synthetic"
+# Synthetic tiny data: 6 normalized dims (m, rad) + the raw gripper (0 closed, 1 open).
+TINY_STATS = NormStats(q01=[-0.05, -0.05, -0.05, -0.25, -0.25, -0.25, 0.0],
+                       q99=[0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 1.0],
+                       mask=[True] * 6 + [False])
+
+
+@dataclass
+class Example:
+    """One training sample: uint8 HxWx3 RGB image, instruction, (K, D) actions (robot units)."""
+
+    image: np.ndarray
+    instruction: str
+    actions: np.ndarray
+
+
+def as_example(x) -> Example:
+    if isinstance(x, Example):
+        return x
+    if isinstance(x, dict):
+        return Example(x["image"], x["instruction"], np.asarray(x["actions"]))
+    image, instruction, actions = x
+    return Example(image, instruction, np.asarray(actions))
+
+
+# ----------------------------------------------------------------------------- loss (eq. 5-7)
+
+def localize_labels(token_ids: torch.Tensor, action_token_ids: Sequence[int]) -> torch.Tensor:
+    """Eq. 6: vocabulary ids -> local class 0..V_a-1 for action tokens, -100 otherwise."""
+    table = torch.as_tensor(list(action_token_ids), device=token_ids.device)
+    hit = token_ids[..., None] == table
+    return torch.where(hit.any(-1), hit.long().argmax(-1), torch.full_like(token_ids, -100))
+
+
+def masked_diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, masked: torch.Tensor,
+                          t: torch.Tensor, reweight: bool = True) -> torch.Tensor:
+    """Cross-entropy over the masked positions whose label is not -100.
+
+    logits (B, L, C), labels (B, L) in 0..C-1 or -100, masked (B, L) bool, t (B,) mask ratio.
+    reweight=True: eq. 5, the sum of CE / t over masked positions divided by the number of
+    labelled positions (LLaDA's estimator); False: eq. 7, the mean CE over masked positions.
+    Positions labelled -100 count in neither.
+    """
+    labelled = (labels != -100).sum().clamp(min=1)
+    labels = torch.where(masked, labels, torch.full_like(labels, -100))
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                         reduction="none").view(labels.shape)
+    keep = (labels != -100).float()
+    if reweight:
+        return (ce * keep / t[:, None]).sum() / labelled
+    return (ce * keep).sum() / keep.sum().clamp(min=1.0)
+
+
+def lsc_loss(local_logits: torch.Tensor, token_labels: torch.Tensor, masked: torch.Tensor,
+             t: torch.Tensor, action_token_ids: Sequence[int], reweight: bool = True):
+    """LSC (eq. 6-7 with eq. 5 weighting): labels mapped to local classes, CE over the V_a
+    action logits, non-action labels ignored."""
+    return masked_diffusion_loss(local_logits, localize_labels(token_labels, action_token_ids),
+                                 masked, t, reweight)
+
+
+def sample_mask(batch: int, length: int, eps: float, generator: torch.Generator):
+    """t ~ U(eps, 1) per sample; each position masked with probability t, at least one."""
+    t = eps + (1.0 - eps) * torch.rand(batch, generator=generator)
+    masked = torch.rand(batch, length, generator=generator) < t[:, None]
+    forced = torch.randint(length, (batch,), generator=generator)
+    masked[torch.arange(batch), forced] |= ~masked.any(1)
+    return masked, t
+
+
+def diffusion_step_loss(model: LladaVlaForActions, pixel_values, prompts, classes,
+                        generator: torch.Generator, loss_type: str = "lsc", eps: float = 1e-3,
+                        reweight: bool = True) -> torch.Tensor:
+    """Mask the (B, K*D) target classes at random and return the loss of one batch."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    masked, t = sample_mask(classes.shape[0], classes.shape[1], eps, generator)
+    masked, t = masked.to(classes.device), t.to(classes.device)
+    targets = model.classes_to_ids(classes)  # vocabulary ids of the true action tokens
+    inputs = model.classes_to_ids(torch.where(masked, torch.full_like(classes, -1), classes))
+    logits = model(pixel_values, prompts, inputs, localized=(loss_type == "lsc"))
+    if loss_type == "lsc":
+        return lsc_loss(logits, targets, masked, t, model.config.action_token_ids, reweight)
+    return masked_diffusion_loss(logits, targets, masked, t, reweight)
+
+
+# ----------------------------------------------------------------------------- loop
+
+def encode_examples(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples):
+    """Examples -> (pixel values (N, 3, S, S), prompt id lists, classes (N, K*D))."""
+    examples = [as_example(e) for e in examples]
+    if not examples:
+        raise ValueError("no training examples")
+    pixels = torch.cat([model.preprocess(e.image) for e in examples])
+    prompts = [model.prompt_ids(e.instruction) for e in examples]
+    A = model.config.num_action_tokens
+    classes = []
+    for e in examples:
+        c = tokenizer.encode(e.actions)
+        if c.size != A:
+            raise ValueError(f"actions must be {model.config.chunk_size}x"
+                             f"{model.config.action_dim}, got {np.shape(e.actions)}")
+        classes.append(torch.as_tensor(c.reshape(-1)))
+    return pixels, prompts, torch.stack(classes).to(pixels.device)
+
+
+def train(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples, steps: int,
+          lr: float = 1e-3, batch_size: Optional[int] = None, seed: int = 0,
+          loss_type: str = "lsc", eps: float = 1e-3, reweight: bool = True,
+          warmup_steps: int = 0, cosine: bool = False, weight_decay: float = 0.0,
+          progress: bool = True) -> list:
+    """AdamW over ``examples`` ((image, instruction, actions) or Example) for ``steps``
+    steps; each step a random batch (all examples when batch_size is None; a batch_size
+    above the number of examples repeats them with different masks). Returns the
+    per-step losses. ``reweight`` picks eq. 5 (1/t) or eq. 7 (mean over masked positions);
+    ``warmup_steps`` ramps the learning rate up linearly, ``cosine`` decays it to lr/10.
+    Seeded: same seed, same run."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pixels, prompts, classes = encode_examples(model, tokenizer, examples)
+    n = len(prompts)
+    bs = batch_size or n
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+    def factor(step: int) -> float:
+        f = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        if cosine:
+            f *= 0.1 + 0.45 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
+        return f
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    model.train()
+    losses = []
+    bar = tqdm(range(steps), desc="train", disable=not progress)
+    for _ in bar:
+        idx = torch.randperm(n, generator=gen)[:bs] if bs < n else torch.arange(bs) % n
+        loss = diffusion_step_loss(model, pixels[idx], [prompts[i] for i in idx.tolist()],
+                                   classes[idx], gen, loss_type, eps, reweight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    model.eval()
+    return losses
+
+
+# ----------------------------------------------------------------------------- tiny checkpoint
+
+def synthetic_examples(tokenizer: Optional[ActionTokenizer] = None) -> list:
+    """4 deterministic examples: solid-colour / patterned 48x64 images, distinct instructions
+    and distinct 5x7 action chunks (actions are bin centers, so they round-trip exactly)."""
+    tok = tokenizer or ActionTokenizer(TINY_STATS)
+    h, w = 48, 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    checker = (((yy // 8) + (xx // 8)) % 2).astype(np.uint8)[..., None]
+    stripes = ((xx // 6) % 2).astype(np.uint8)[..., None]
+    images = [np.full((h, w, 3), (220, 40, 40), np.uint8),
+              np.full((h, w, 3), (40, 200, 60), np.uint8),
+              (checker * np.array([230, 230, 230], np.uint8)
+               + (1 - checker) * np.array([30, 30, 120], np.uint8)),
+              (stripes * np.array([250, 210, 0], np.uint8)).astype(np.uint8)]
+    instructions = ["move forward and close the gripper", "move left",
+                    "lift the gripper up and open it", "put the spoon on the towel"]
+    # per example: direction in normalized units for (x, y, z, roll, pitch, yaw), gripper
+    directions = [([0.6, 0.0, -0.2, 0.0, 0.0, 0.0], 0), ([0.0, 0.7, 0.0, 0.0, 0.0, 0.3], 1),
+                  ([0.0, 0.0, 0.8, 0.2, 0.0, 0.0], 1), ([0.3, -0.4, -0.5, 0.0, 0.4, -0.3], 0)]
+    K = 5
+    out = []
+    for img, text, (d, grip) in zip(images, instructions, directions):
+        ramp = np.linspace(1.0, 0.4, K)[:, None]
+        norm = np.clip(ramp * np.asarray(d)[None], -1, 1)
+        classes = np.clip(np.floor((norm + 1) * 0.5 * tok.num_bins), 0, tok.num_bins - 1)
+        grip_cls = tok.num_bins - 1 if grip else tok.num_bins // 2  # raw 0.97 / 0.03
+        classes = np.concatenate([classes, np.full((K, 1), grip_cls)], 1).astype(np.int64)
+        out.append(Example(img, text, tok.decode(classes)))
+    return out
+
+
+@torch.no_grad()
+def count_mismatches(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples,
+                     random_masks: int = 8, seed: int = 0) -> int:
+    """Argmax errors of a full forward on each example's tokens with (a) all positions
+    masked, (b) each position masked alone, (c) ``random_masks`` random partial masks."""
+    gen = torch.Generator().manual_seed(seed)
+    errors = 0
+    for e in map(as_example, examples):
+        obs = model.prepare(e.image, e.instruction)
+        target = torch.as_tensor(tokenizer.encode(e.actions).reshape(-1))
+        A = target.numel()
+        rows = [torch.ones(A, dtype=torch.bool)] + list(torch.eye(A, dtype=torch.bool))
+        rows += list(torch.rand(random_masks, A, generator=gen) < 0.5)
+        masked = torch.stack(rows)
+        classes = torch.where(masked, -1, target.expand_as(masked))
+        pred = model.action_logits(obs, classes)[0].argmax(-1).cpu()
+        errors += int(((pred != target) & masked).sum())
+    return errors
+
+
+def make_tiny_checkpoint(out_dir, examples=None, steps: int = 150, seed: int = 0,
+                         lr: float = 3e-3, batch_size: int = 8,
+                         unnorm_key: str = TINY_UNNORM_KEY,
+                         config_overrides: Optional[dict] = None, progress: bool = False,
+                         max_rounds: int = 4) -> Path:
+    """Train the tiny config to overfit ``examples`` (default: ``synthetic_examples()``) and
+    save model, tokenizer.json and dataset_statistics.json into ``out_dir``.
+
+    Uses eq. 7 (mean CE over masked positions; the 1/t weights of eq. 5 make this tiny run
+    much noisier). Training continues (up to ``max_rounds`` rounds of ``steps // 2``) until
+    the model reproduces every example's action tokens under argmax (``count_mismatches``).
+    Returns ``out_dir``.
+    """
+    torch.manual_seed(seed)
+    config = LladaVlaConfig.tiny(**(config_overrides or {}))
+    model = LladaVlaForActions(config)
+    model.tokenizer = build_tiny_tokenizer(config.num_bins)
+    if examples is None:
+        stats = TINY_STATS
+        examples = synthetic_examples(ActionTokenizer(stats, num_bins=config.num_bins))
+    else:
+        examples = [as_example(e) for e in examples]
+        stats = NormStats.from_actions(np.stack([e.actions for e in examples]))
+    tok = ActionTokenizer(stats, num_bins=config.num_bins,
+                          action_token_ids=config.action_token_ids,
+                          mask_token_id=config.mask_token_id, chunk_size=config.chunk_size,
+                          unnorm_key=unnorm_key)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: one thread is as fast and immune to CPU contention
+    try:
+        errors = _overfit(model, tok, examples, steps, lr, batch_size, seed, progress, max_rounds)
+    finally:
+        torch.set_num_threads(threads)
+    if errors:
+        raise RuntimeError(f"tiny model still mispredicts {errors} tokens after {max_rounds} "
+                           "rounds; raise steps or lr")
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tok.save_pretrained(out, unnorm_key)
+    return out
+
+
+def _overfit(model, tok, examples, steps, lr, batch_size, seed, progress, max_rounds) -> int:
+    errors = -1
+    for r in range(max_rounds):
+        train(model, tok, examples, steps if r == 0 else max(steps // 2, 1), lr=lr,
+              batch_size=max(batch_size, len(examples)), seed=seed + r, reweight=False,
+              warmup_steps=20 if r == 0 else 0, cosine=True, progress=progress)
+        errors = count_mismatches(model, tok, examples, seed=seed)
+        if errors == 0:
+            break
+    return errors
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", metavar="OUT_DIR", required=True,
+                   help="train the tiny synthetic checkpoint into OUT_DIR")
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prefix-attention-mask", action="store_true",
+                   help="train with the prompt not attending to action tokens")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    overrides = {"prefix_attention_mask": True} if args.prefix_attention_mask else None
+    out = make_tiny_checkpoint(args.tiny, steps=args.steps, seed=args.seed,
+                               config_overrides=overrides, progress=True)
+    print(f"tiny checkpoint written to {out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
