@@ -32,7 +32,7 @@ from llada_vla_ros.action_tokenizer import ActionTokenizer  # noqa: E402
 from llada_vla_ros.decoding import STRATEGIES, DecodeConfig, decode, generate  # noqa: E402
 from llada_vla_ros.model import (LladaVlaConfig, LladaVlaForActions,  # noqa: E402
                                  build_tiny_tokenizer, from_pretrained)
-from llada_vla_ros.model.checkpoint import resolve_dtype  # noqa: E402
+from llada_vla_ros.model.checkpoint import default_dtype, resolve_dtype  # noqa: E402
 
 CACHE_MODES = {"exact (no cache)": 1, "prefix cache": 0, "refresh every 5": 5}
 INSTRUCTION = "put the spoon on the towel"
@@ -87,16 +87,6 @@ def device_name(device) -> str:
 
 
 # ----------------------------------------------------------------------------- model
-
-@contextlib.contextmanager
-def default_dtype(dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
 
 def random_model(config: LladaVlaConfig, device, dtype) -> LladaVlaForActions:
     """Random weights created directly on ``device`` in ``dtype`` (never fp32 on the CPU).

@@ -1,7 +1,6 @@
 """Issue 6: a live run (sim camera + policy node + sim driver, separate processes) recorded
 by the node itself to a real rosbag2 bag, then evaluated offline from that bag."""
 import json
-import time
 
 import numpy as np
 import pytest

@@ -346,3 +346,30 @@ def test_node_runs_the_tiny_llada_vla_model(domain, tmp_path, tiny_checkpoint):
         assert conf.shape == (5,) and np.all((conf > 0) & (conf <= 7.0 + 1e-6))
         assert chunk.inference_ms > 0
     assert_commands_safe(probe.messages(GROUP))
+
+
+def test_shutdown_ramps_to_sleep_pose_within_the_speed_limit(domain, tmp_path):
+    from llada_vla_ros import kinematics
+
+    probe = make_probe(domain)
+    camera = NodeProcess("sim_camera", domain, tmp_path, {"width": 320, "height": 240})
+    driver = NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25})
+    node = NodeProcess("policy_node", domain, tmp_path,
+                       {"execute": True, "sleep_on_shutdown": True})
+    try:
+        wait_for(lambda: probe.messages("/diagnostics"), 30, what="the node's diagnostics")
+        publish_instruction(probe, "go")
+        wait_for(lambda: len(probe.messages(GROUP)) >= 5, 30, what="commands")
+        t_stop = time.monotonic()
+        assert node.stop() == 0, node.output()[-3000:]  # SIGINT, like Ctrl-C / ros2 launch
+        time.sleep(0.5)
+        ramp = [np.asarray(m.cmd, float) for m in probe.messages(GROUP, t_stop)]
+        before = np.asarray(probe.messages(GROUP)[-len(ramp) - 1].cmd, float)
+    finally:
+        for p in (driver, camera):
+            p.stop()
+        probe.close()
+    assert len(ramp) >= 3, "no ramp to the sleep pose"
+    np.testing.assert_allclose(ramp[-1], kinematics.SLEEP_POSE, atol=1e-5)
+    steps = np.abs(np.diff(np.vstack([before] + ramp), axis=0)).max(axis=1)
+    assert np.all(steps <= 1.0 * 0.2 + 1e-6), steps  # max_joint_velocity x period

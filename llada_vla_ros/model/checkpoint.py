@@ -260,7 +260,7 @@ def from_pretrained(directory, torch_dtype=None, device=None) -> LladaVlaForActi
     config = LladaVlaConfig.from_dict(cfg)
     device = torch.device(device or "cpu")
     dtype = resolve_dtype(torch_dtype, device)
-    with _no_init(), _default_dtype(dtype), device:
+    with _no_init(), default_dtype(dtype), device:
         model = LladaVlaForActions(config)
     load_language_model_weights(model, directory, strict=True)
     model.config.dtype = dtype
@@ -269,7 +269,8 @@ def from_pretrained(directory, torch_dtype=None, device=None) -> LladaVlaForActi
 
 
 @contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype):
+def default_dtype(dtype: torch.dtype):
+    """Build modules directly in ``dtype`` (no fp32 copy first)."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:

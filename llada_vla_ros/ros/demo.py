@@ -158,7 +158,8 @@ def main(argv=None) -> int:
 
     from llada_vla_ros import evaluation
     report = out / "report"
-    rc = evaluation.main([str(bag), "--policy", spec, "--out", str(report), "--quiet"])
+    rc = evaluation.main([str(bag), "--policy", spec, "--out", str(report), "--quiet",
+                          "--hz", "5"])
     print(f"offline evaluation:  {report / 'report.md'} (and report.html, report.json)")
     print(f"logs:                {out}/*.log")
     ok = rc == 0 and watcher.commands > 0

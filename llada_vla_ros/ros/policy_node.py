@@ -11,21 +11,17 @@ motors at their last position).
 """
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections import deque
 from typing import Optional
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
@@ -36,6 +32,7 @@ from llada_vla_ros.images import ImageConversionError, image_msg_to_rgb
 from llada_vla_ros.msg import ActionChunk as ActionChunkMsg
 from llada_vla_ros.policy import MAX_INSTRUCTION_BYTES, PolicyInputError, load_policy
 from llada_vla_ros.ros import qos
+from llada_vla_ros.ros.spin import run
 from llada_vla_ros.safety import SafetyFilter, SafetyLimits
 
 # name -> default; config/policy.yaml documents the same names and values (a test checks).
@@ -449,7 +446,9 @@ class PolicyNode(Node):
             self.running, self.execute = False, False
             self.executor_.clear()
             self.wake.notify_all()
-            q = None if self.q is None else self.q.copy()
+            # Ramp from the last command (continuous with what was sent), else the measurement.
+            last = self.safety.last_command
+            q = last.copy() if last is not None else (None if self.q is None else self.q.copy())
         if self._param("sleep_on_shutdown") and q is not None and not self.estop:
             self._move_to_sleep(q)
         if self.recorder is not None:
@@ -467,20 +466,7 @@ class PolicyNode(Node):
 
 
 def main(args=None) -> int:
-    # Own the signals: the context must outlive SIGINT/SIGTERM so shutdown can finish the
-    # command in flight and, if asked, ramp to the sleep pose.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    node = PolicyNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run(PolicyNode, args)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ test conversions), frame_id.
 from __future__ import annotations
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from llada_vla_ros import topics
 from llada_vla_ros.images import rgb_to_image_fields
 from llada_vla_ros.ros import qos
+from llada_vla_ros.ros.spin import run
 
 
 def scene(width: int, height: int, t: float) -> np.ndarray:
@@ -62,16 +61,7 @@ class SimCamera(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = SimCamera()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run(SimCamera, args)
 
 
 if __name__ == "__main__":

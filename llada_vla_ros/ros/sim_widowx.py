@@ -14,15 +14,14 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import rclpy
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes, RobotInfo, TorqueEnable
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from llada_vla_ros import kinematics, topics
 from llada_vla_ros.ros import qos
+from llada_vla_ros.ros.spin import run
 
 READY_POSE = [0.0, -0.484, 0.749, 0.0, 0.334, 0.0]  # gripper at (0.30, 0, 0.20) m, pitched down
 FINGER_OPEN, FINGER_CLOSED = 0.037, 0.015  # m, finger travel
@@ -118,16 +117,7 @@ class SimWidowX(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = SimWidowX()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run(SimWidowX, args)
 
 
 if __name__ == "__main__":
