@@ -1,6 +1,7 @@
 """policy_node over real DDS, every party in its own process where it can be: the simulated
 WidowX driver (interbotix types), the simulated camera, the node; this test process observes
 commands and diagnostics and, in the fault tests, plays camera/operator to inject faults."""
+import signal
 import time
 
 import numpy as np
@@ -88,6 +89,21 @@ def test_steady_5hz_while_inference_takes_700ms(domain, tmp_path):
         grippers = [m.cmd for m in probe.messages(SINGLE, t0)]
         chunks = probe.messages("/llada_vla/action_chunk")
         assert all(p.alive() for p in procs), [p.output()[-2000:] for p in procs]
+        # the node set the driver's time profile for a 0.2 s period before moving
+        assert "arm time profile: 250 ms" in driver.output()
+
+        # the camera process dies mid-run: hold and say why; a new camera brings motion back
+        t_kill = time.monotonic()
+        camera.stop(signal.SIGKILL)
+        time.sleep(0.8)
+        t_quiet = time.monotonic()
+        time.sleep(1.5)
+        assert probe.messages(GROUP, t_quiet) == []
+        assert diagnostics_mention(probe, t_kill, ["stale image"])
+        assert node.alive()
+        procs[1] = camera = NodeProcess("sim_camera", domain, tmp_path, {"fps": 30.0})
+        t_new = time.monotonic()
+        wait_for(lambda: len(probe.messages(GROUP, t_new)) >= 3, 30, what="recovery")
     finally:
         for p in reversed(procs):
             p.stop()

@@ -227,7 +227,6 @@ class PolicyNode(Node):
             self.execute, self.target = True, None
             self.executor_.clear()
             self.safety.reset()
-        self._set_time_profile()
         response.success, response.message = True, "motion enabled"
         return response
 
@@ -354,6 +353,7 @@ class PolicyNode(Node):
                 return
             self.target = decision.T_target
             self.hold_reason = ""
+            self._set_time_profile()
             if decision.reasons:
                 self.last_adjustment = "; ".join(decision.reasons)
             self._send(decision)
@@ -388,11 +388,13 @@ class PolicyNode(Node):
         self.get_logger().warning(reason, throttle_duration_sec=2.0)
 
     def _set_time_profile(self) -> None:
-        """Short time profile for a stream of small steps (Bridge: 1.25 x / 0.5 x period)."""
+        """Before the first command: a short time profile for a stream of small steps
+        (Bridge: moving time 1.25 x period, acceleration 0.5 x period)."""
         if self.profile_set or not self._param("set_time_profile"):
             return
         if not self.modes_client.service_is_ready():
-            self.get_logger().warning("set_operating_modes not available: arm time profile unchanged")
+            self.get_logger().warning(
+                "set_operating_modes not available: arm time profile unchanged", once=True)
             return
         ms = int(self.period * 1000)
         self.modes_client.call_async(OperatingModes.Request(
