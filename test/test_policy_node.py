@@ -389,3 +389,45 @@ def test_shutdown_ramps_to_sleep_pose_within_the_speed_limit(domain, tmp_path):
     np.testing.assert_allclose(ramp[-1], kinematics.SLEEP_POSE, atol=1e-5)
     steps = np.abs(np.diff(np.vstack([before] + ramp), axis=0)).max(axis=1)
     assert np.all(steps <= 1.0 * 0.2 + 1e-6), steps  # max_joint_velocity x period
+
+
+@pytest.mark.parametrize("params,words", [
+    ({"control_hz": 0.0}, "control_hz must be > 0"),
+    ({"control_hz": 5}, "control_hz"),  # an integer where a double is declared
+    ({"safety.max_step_m": -0.1}, "safety.max_step_m must be > 0"),
+    ({"safety.workspace_min": [0.5, 0.0, 0.0]}, "workspace_min"),
+    ({"execution_mode": "yolo"}, "execution mode must be one of"),
+    ({"record_storage": "parquet"}, "bag storage must be one of"),
+])
+def test_malformed_configuration_exits_with_the_cause(domain, tmp_path, params, words):
+    if "record_storage" in params:
+        params = dict(params, record_to=str(tmp_path / "bag"))
+    node = NodeProcess("policy_node", domain, tmp_path, params)
+    node.proc.wait(30)
+    out = node.output()
+    assert node.stop() == 2, out
+    assert "invalid configuration" in out and words in out, out
+    assert "Traceback" not in out
+
+
+def test_missing_checkpoint_holds_and_reports(domain, tmp_path):
+    probe = make_probe(domain)
+    procs = [NodeProcess("sim_camera", domain, tmp_path, {"width": 320, "height": 240}),
+             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}),
+             NodeProcess("policy_node", domain, tmp_path,
+                         {"execute": True, "model_path": str(tmp_path / "no_such_ckpt")})]
+    try:
+        wait_for(lambda: probe.messages("/diagnostics"), 30, what="the node's diagnostics")
+        publish_instruction(probe, "go")
+        t0 = time.monotonic()
+        time.sleep(2.5)
+        assert probe.messages(GROUP) == [] and probe.messages("/llada_vla/action_chunk") == []
+        assert diagnostics_mention(probe, t0, ["policy not loaded", "checkpoint directory not found",
+                                               "no_such_ckpt"])
+        from diagnostic_msgs.msg import DiagnosticStatus
+        assert probe.messages("/diagnostics", t0)[-1].status[0].level == DiagnosticStatus.ERROR
+        assert procs[2].alive()
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        probe.close()

@@ -83,7 +83,10 @@ class PolicyNode(Node):
         for name, default in PARAMETERS.items():
             self.declare_parameter(name, default)
         p = self._param
+        if not p("control_hz") > 0:
+            raise ValueError(f"control_hz must be > 0, got {p('control_hz')}")
         self.period = 1.0 / float(p("control_hz"))
+        # SafetyLimits / ChunkExecutor raise ValueError naming the bad parameter.
         self.limits = SafetyLimits(
             max_step_m=p("safety.max_step_m"), max_step_rad=p("safety.max_step_rad"),
             workspace_min=tuple(p("safety.workspace_min")),
@@ -143,8 +146,12 @@ class PolicyNode(Node):
         self.profile_set = False
         self.recorder = None
         if p("record_to"):
+            from llada_vla_ros.bag import BagError
             from llada_vla_ros.ros.recorder import NodeRecorder
-            self.recorder = NodeRecorder(self, p("record_to"), p("record_storage"))
+            try:
+                self.recorder = NodeRecorder(self, p("record_to"), p("record_storage"))
+            except BagError as err:
+                raise ValueError(f"record_to: {err}") from err
 
         if p("instruction"):
             self._set_instruction(p("instruction"))
