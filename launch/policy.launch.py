@@ -13,6 +13,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from llada_vla_ros.launch_args import as_bool
+
 PACKAGE = 'llada_vla_ros'
 
 # launch argument -> node parameter (config/policy.yaml); empty argument = keep params_file.
@@ -31,15 +33,6 @@ BOOL_PARAMETERS = {
     'execute': 'execute',
     'use_sim_time': 'use_sim_time',
 }
-
-
-def _as_bool(text):
-    value = text.strip().lower()
-    if value in ('true', '1', 'yes', 'on'):
-        return True
-    if value in ('false', '0', 'no', 'off'):
-        return False
-    raise ValueError(f'expected true or false, got {text!r}')
 
 
 def default_params_file():
@@ -62,7 +55,7 @@ def launch_setup(context):
             overrides[parameter] = ParameterValue(arg(name), value_type=str)
     for name, parameter in BOOL_PARAMETERS.items():
         if arg(name):
-            overrides[parameter] = _as_bool(arg(name))
+            overrides[parameter] = as_bool(arg(name))
     params_file = arg('params_file') or default_params_file()
     return [Node(
         package=PACKAGE,

@@ -17,27 +17,8 @@ from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunch
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
-# Same literals as llada_vla_ros/topics.py (test/test_launch_files.py checks they agree).
-ACTION_CHUNK = '/llada_vla/action_chunk'
-TARGET_POSE = '/llada_vla/target_pose'
-DIAGNOSTICS = '/diagnostics'
-IMAGE = '/camera/camera/color/image_raw'
-INSTRUCTION = '/llada_vla/instruction'
-JOINT_STATES = 'joint_states'
-
-
-def _as_bool(text):
-    value = text.strip().lower()
-    if value in ('true', '1', 'yes', 'on'):
-        return True
-    if value in ('false', '0', 'no', 'off'):
-        return False
-    raise ValueError(f'expected true or false, got {text!r}')
-
-
-def robot_topic(robot_name, name):
-    robot_name = robot_name.strip('/')
-    return f'/{robot_name}/{name}' if robot_name else f'/{name}'
+from llada_vla_ros import topics
+from llada_vla_ros.launch_args import as_bool
 
 
 def launch_setup(context):
@@ -68,23 +49,23 @@ def launch_setup(context):
             'log_level': arg('log_level'),
         }.items())]
 
-    if _as_bool(arg('record')):
+    if as_bool(arg('record')):
         out = arg('output_bag') or os.path.join(
             os.path.dirname(bag),
             os.path.basename(bag.rstrip('/')) + time.strftime('_replay_%Y%m%d_%H%M%S'))
         out = os.path.abspath(os.path.expanduser(out))
         actions.append(ExecuteProcess(
             cmd=['ros2', 'bag', 'record', '-o', out, '-s', arg('bag_storage'),
-                 ACTION_CHUNK, TARGET_POSE, DIAGNOSTICS],
+                 *topics.OUTPUT_TOPICS],
             name='bag_record', output='screen'))
 
     play_cmd = ['ros2', 'bag', 'play', bag, '--rate', arg('rate')]
-    if _as_bool(use_sim_time):
+    if as_bool(use_sim_time):
         play_cmd += ['--clock', '100']
     play_cmd += ['--topics', image_topic, instruction_topic,
-                 robot_topic(robot_name, JOINT_STATES)]
+                 topics.robot_topic(robot_name, topics.JOINT_STATES)]
     on_exit = []
-    if _as_bool(arg('shutdown_when_done')):
+    if as_bool(arg('shutdown_when_done')):
         on_exit = [TimerAction(period=2.0, actions=[Shutdown(reason='bag played')])]
     play = ExecuteProcess(cmd=play_cmd, name='bag_play', output='screen', on_exit=on_exit)
     # Give the node and the recorder time to start and discover each other.
@@ -110,10 +91,10 @@ def generate_launch_description():
             'shutdown_when_done', default_value='true',
             description='End the launch 2 s after the bag has been played'),
         DeclareLaunchArgument(
-            'image_topic', default_value=IMAGE,
+            'image_topic', default_value=topics.IMAGE,
             description='Image topic in the bag'),
         DeclareLaunchArgument(
-            'instruction_topic', default_value=INSTRUCTION,
+            'instruction_topic', default_value=topics.INSTRUCTION,
             description='Instruction topic in the bag'),
         DeclareLaunchArgument(
             'robot_name', default_value='wx250s',

@@ -17,27 +17,10 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from llada_vla_ros import topics
+from llada_vla_ros.launch_args import as_bool
+
 PACKAGE = 'llada_vla_ros'
-# Same literals as llada_vla_ros/topics.py (test/test_launch_files.py checks they agree).
-ACTION_CHUNK = '/llada_vla/action_chunk'
-TARGET_POSE = '/llada_vla/target_pose'
-DIAGNOSTICS = '/diagnostics'
-INSTRUCTION = '/llada_vla/instruction'
-COLOR_IMAGE = 'color/image_raw'
-JOINT_STATES = 'joint_states'
-JOINT_GROUP_COMMAND = 'commands/joint_group'
-JOINT_SINGLE_COMMAND = 'commands/joint_single'
-
-
-def _as_bool(text):
-    value = text.strip().lower()
-    if value in ('true', '1', 'yes', 'on'):
-        return True
-    if value in ('false', '0', 'no', 'off'):
-        return False
-    raise ValueError(f'expected true or false, got {text!r}')
-
-
 def _share(package):
     try:
         from ament_index_python.packages import get_package_share_directory
@@ -47,24 +30,14 @@ def _share(package):
                            'out (camera:=false / arm:=false) or use sim:=true') from None
 
 
-def image_topic_of(camera_namespace, camera_name):
-    parts = [p.strip('/') for p in (camera_namespace, camera_name) if p.strip('/')]
-    return '/' + '/'.join(parts + [COLOR_IMAGE])
-
-
-def robot_topic(robot_name, name):
-    robot_name = robot_name.strip('/')
-    return f'/{robot_name}/{name}' if robot_name else f'/{name}'
-
-
 def launch_setup(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    sim = _as_bool(arg('sim'))
+    sim = as_bool(arg('sim'))
     robot_name = arg('robot_name')
-    image_topic = arg('image_topic') or image_topic_of(arg('camera_namespace'),
-                                                         arg('camera_name'))
+    image_topic = arg('image_topic') or topics.camera_image_topic(arg('camera_namespace'),
+                                                                    arg('camera_name'))
     actions = []
 
     if sim:
@@ -72,7 +45,7 @@ def launch_setup(context):
                             parameters=[{'topic': image_topic}]))
         actions.append(Node(package=PACKAGE, executable='sim_widowx', output='screen',
                             parameters=[{'robot_name': robot_name}]))
-    if _as_bool(arg('camera')) and not sim:
+    if as_bool(arg('camera')) and not sim:
         profile = arg('color_profile')
         actions.append(IncludeLaunchDescription(
             PythonLaunchDescriptionSource(
@@ -85,7 +58,7 @@ def launch_setup(context):
                 'rgb_camera.profile': profile,        # older 4.x releases
                 'enable_depth': arg('enable_depth'),
             }.items()))
-    if _as_bool(arg('arm')) and not sim:
+    if as_bool(arg('arm')) and not sim:
         actions.append(IncludeLaunchDescription(
             PythonLaunchDescriptionSource(os.path.join(
                 _share('interbotix_xsarm_control'), 'launch', 'xsarm_control.launch.py')),
@@ -109,20 +82,17 @@ def launch_setup(context):
             'instruction': arg('instruction'),
             'robot_name': robot_name,
             'image_topic': image_topic,
-            'instruction_topic': INSTRUCTION,
+            'instruction_topic': topics.INSTRUCTION,
             'log_level': arg('log_level'),
         }.items()))
 
-    if _as_bool(arg('record')):
+    if as_bool(arg('record')):
         bag_dir = os.path.expanduser(arg('bag_dir'))
         os.makedirs(bag_dir, exist_ok=True)
         bag = os.path.join(bag_dir, time.strftime('llada_vla_%Y%m%d_%H%M%S'))
-        topics = [image_topic, INSTRUCTION, robot_topic(robot_name, JOINT_STATES),
-                  robot_topic(robot_name, JOINT_GROUP_COMMAND),
-                  robot_topic(robot_name, JOINT_SINGLE_COMMAND),
-                  ACTION_CHUNK, TARGET_POSE, DIAGNOSTICS]
+        recorded = list(topics.recorded_topics(robot_name, image_topic, topics.INSTRUCTION))
         actions.append(ExecuteProcess(
-            cmd=['ros2', 'bag', 'record', '-o', bag, '-s', arg('bag_storage')] + topics,
+            cmd=['ros2', 'bag', 'record', '-o', bag, '-s', arg('bag_storage')] + recorded,
             name='bag_record', output='screen'))
     return actions
 

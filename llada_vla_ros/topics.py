@@ -2,8 +2,8 @@
 
 Fixed topics are absolute. The Interbotix driver's topics live under ``/<robot_name>``;
 build them with ``robot_topic``. Defaults match ``config/policy.yaml``, realsense2_camera
->= 4.55.1 and interbotix_xs_sdk. The launch files repeat some of these literals (they cannot
-import the package everywhere); ``test/test_launch_files.py`` checks that they agree.
+>= 4.55.1 and interbotix_xs_sdk. The launch files use this module too (the install space
+that lets ``ros2 launch`` find them also puts the package on PYTHONPATH).
 """
 from __future__ import annotations
 

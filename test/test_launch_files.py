@@ -57,6 +57,8 @@ def declared_arguments(tree):
             default = kw.get("default_value")
             if isinstance(default, ast.Name):
                 default = consts[default.id]
+            elif isinstance(default, ast.Attribute) and default.value.id == "topics":
+                default = getattr(topics, default.attr)  # e.g. default_value=topics.IMAGE
             elif default is not None:
                 default = ast.literal_eval(default)
             desc = kw.get("description")
