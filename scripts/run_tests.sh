@@ -10,9 +10,6 @@ cd "$ROOT"
 # `pytest` (not `python -m pytest`): the repository root must not shadow the install space,
 # which alone holds the generated messages (llada_vla_ros.msg).
 export LLADA_VLA_REQUIRE_ROS=1
-# Tests run several processes at once on small machines: one torch thread each, and no
-# OpenMP spin-waiting (oversubscribed spin-waits made tiny models up to 50x slower).
-export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 set +e
 pytest -ra -p no:cacheprovider --junitxml="$ROOT/.ws/test-results/pytest.xml" "${@:-test}"
 rc=$?

@@ -3,9 +3,9 @@ import os
 
 # Before torch is imported anywhere: tests run several processes on small machines, where
 # OpenMP spin-waiting across oversubscribed cores made tiny models up to 50x slower.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 

@@ -44,11 +44,11 @@ def new_domain_id() -> int:
 
 
 def ros_env(domain_id: int) -> dict:
+    """This process's environment (conftest.py set offline + one torch thread) on a domain."""
     env = dict(os.environ)
     env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                FASTDDS_DEFAULT_PROFILES_FILE=str(HERE / "fastdds_test.xml"),
-               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               OMP_WAIT_POLICY="PASSIVE")
+               PYTHONUNBUFFERED="1")
     env.pop("ROS_LOCALHOST_ONLY", None)
     return env
 
