@@ -58,6 +58,18 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, data,
     return np.ascontiguousarray(pixels[:, :, list(order)])
 
 
+def check_rgb(image_rgb) -> None:
+    """Raise ImageConversionError unless ``image_rgb`` is a non-empty HxWx3 uint8 array."""
+    if not isinstance(image_rgb, np.ndarray):
+        raise ImageConversionError(f"image must be a numpy array, got {type(image_rgb).__name__}")
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ImageConversionError(f"image must be HxWx3 RGB, got shape {image_rgb.shape}")
+    if image_rgb.shape[0] == 0 or image_rgb.shape[1] == 0:
+        raise ImageConversionError(f"image is empty (shape {image_rgb.shape})")
+    if image_rgb.dtype != np.uint8:
+        raise ImageConversionError(f"image must be uint8, got {image_rgb.dtype}")
+
+
 def image_msg_to_rgb(msg) -> np.ndarray:
     """Convert a sensor_msgs/Image-like object (attributes named as in the message)."""
     return image_to_rgb(msg.encoding, int(msg.height), int(msg.width), int(msg.step),

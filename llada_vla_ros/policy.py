@@ -18,6 +18,8 @@ from typing import Optional, Protocol
 
 import numpy as np
 
+from .images import ImageConversionError, check_rgb
+
 ACTION_DIM = 7  # dx, dy, dz, droll, dpitch, dyaw, gripper
 MAX_INSTRUCTION_BYTES = 4096
 
@@ -51,13 +53,10 @@ class Policy(Protocol):
 
 def check_observation(image_rgb: np.ndarray, instruction: str) -> None:
     """Raise PolicyInputError naming the cause when an observation is unusable."""
-    if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
-        shape = getattr(image_rgb, "shape", None)
-        raise PolicyInputError(f"image must be an HxWx3 RGB array, got shape {shape}")
-    if image_rgb.shape[0] == 0 or image_rgb.shape[1] == 0:
-        raise PolicyInputError(f"image is empty ({image_rgb.shape[1]}x{image_rgb.shape[0]})")
-    if image_rgb.dtype != np.uint8:
-        raise PolicyInputError(f"image must be uint8, got {image_rgb.dtype}")
+    try:
+        check_rgb(image_rgb)
+    except ImageConversionError as err:
+        raise PolicyInputError(str(err)) from err
     if not instruction or not instruction.strip():
         raise PolicyInputError("instruction is empty")
     size = len(instruction.encode("utf-8"))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from llada_vla_ros.images import (ENCODINGS, ImageConversionError, image_to_rgb,
+from llada_vla_ros.images import (ENCODINGS, ImageConversionError, check_rgb, image_to_rgb,
                                   rgb_to_image_fields)
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -54,3 +54,14 @@ def test_bad_images_are_refused_with_the_cause(kwargs, words):
     f.update(kwargs)
     with pytest.raises(ImageConversionError, match=words):
         image_to_rgb(**f)
+
+
+@pytest.mark.parametrize("bad,words", [
+    ([[0, 0, 0]], "numpy array"), (np.zeros((4, 4), np.uint8), "HxWx3"),
+    (np.zeros((4, 4, 4), np.uint8), "HxWx3"), (np.zeros((0, 4, 3), np.uint8), "empty"),
+    (np.zeros((4, 4, 3), np.float32), "uint8"),
+])
+def test_check_rgb_names_the_problem(bad, words):
+    with pytest.raises(ImageConversionError, match=words):
+        check_rgb(bad)
+    check_rgb(RGB)  # a good one passes

@@ -9,29 +9,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..images import check_rgb
 from .configuration import TINY_SPECIAL_TOKENS
 
 IMAGE_PLACEHOLDER = "<image>"
 MEAN = STD = 0.5  # SigLIP normalization
 
 
-def check_image(image_rgb) -> None:
-    """Raise ValueError unless ``image_rgb`` is a non-empty HxWx3 uint8 numpy array."""
-    if not isinstance(image_rgb, np.ndarray):
-        raise ValueError(f"image must be a numpy array, got {type(image_rgb).__name__}")
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
-        raise ValueError(f"image must be HxWx3 RGB, got shape {image_rgb.shape}")
-    if image_rgb.shape[0] == 0 or image_rgb.shape[1] == 0:
-        raise ValueError(f"image is empty (shape {image_rgb.shape})")
-    if image_rgb.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {image_rgb.dtype}")
-
-
 def preprocess_image(image_rgb: np.ndarray, size: int, device="cpu",
                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 HxWx3 RGB of any size -> (1, 3, size, size): bicubic antialiased resize,
     clamp to [0, 1] (like uint8 resizing), then (x - 0.5) / 0.5."""
-    check_image(image_rgb)
+    check_rgb(image_rgb)
     x = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device)
     x = x.permute(2, 0, 1).unsqueeze(0).float() / 255.0
     if x.shape[-2:] != (size, size):
