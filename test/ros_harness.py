@@ -53,30 +53,14 @@ def ros_env(domain_id: int) -> dict:
     return env
 
 
-def executable(name: str) -> str:
-    from ament_index_python.packages import get_package_prefix
-    return str(Path(get_package_prefix("llada_vla_ros")) / "lib" / "llada_vla_ros" / name)
-
-
-def _param(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_param(v) for v in value) + "]"
-    if isinstance(value, str):
-        return f"'{value}'" if value == "" or ":" in value else value
-    return repr(value)
-
-
 class NodeProcess:
     """A package node in its own process; its output goes to a log file."""
 
     def __init__(self, name: str, domain_id: int, log_dir: Path, params: dict | None = None,
                  args: list | None = None):
         self.name, self.log = name, Path(log_dir) / f"{name}-{time.monotonic_ns()}.log"
-        cmd = [executable(name)] + list(args or []) + ["--ros-args"]
-        for k, v in (params or {}).items():
-            cmd += ["-p", f"{k}:={_param(v)}"]
+        from llada_vla_ros.ros.processes import node_command
+        cmd = node_command(name, params, args)
         self._out = open(self.log, "w")
         self.proc = subprocess.Popen(cmd, env=ros_env(domain_id), stdout=self._out,
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llada_vla_ros.ros.processes import node_command
+
 INSTRUCTION = "put the red block on the blue plate"
 
 
@@ -39,17 +41,8 @@ def demo_checkpoint(cache: Path) -> Path:
     return make_tiny_checkpoint(cache, examples=examples)
 
 
-def executable(name: str) -> str:
-    from ament_index_python.packages import get_package_prefix
-    return str(Path(get_package_prefix("llada_vla_ros")) / "lib" / "llada_vla_ros" / name)
-
-
 def start(name: str, params: dict, env: dict, log: Path) -> subprocess.Popen:
-    args = [executable(name), "--ros-args"]
-    for k, v in params.items():
-        v = str(v).lower() if isinstance(v, bool) else v
-        args += ["-p", f"{k}:={v}"]
-    return subprocess.Popen(args, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    return subprocess.Popen(node_command(name, params), env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
