@@ -264,9 +264,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-agreement", action="store_true",
                    help="tiny: skip the cached-vs-exact agreement (trains 2 tiny models)")
     p.add_argument("--threads", type=int, default=0, help="CPU torch threads (0 = default)")
+    p.add_argument("--layers", type=int, default=0,
+                   help="full: keep only N backbone and N vision layers (a smoke run of the "
+                        "full-size code path on a small machine; its figures mean nothing)")
     args = p.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        p.error("--runs must be >= 1 and --warmup >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.layers < 0:
+        p.error("--runs must be >= 1, --warmup >= 0 and --layers >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -295,9 +298,15 @@ def main(argv=None) -> int:
         image, instruction = examples[0].image, examples[0].instruction
         model_desc = "tiny, trained to overfit training.synthetic_examples() (full attention)"
     else:
-        model = random_model(LladaVlaConfig.full(), device, dtype)
+        overrides = {}
+        if args.layers:
+            overrides = dict(num_hidden_layers=args.layers,
+                             vision_config={"num_hidden_layers": args.layers})
+        model = random_model(LladaVlaConfig.full(**overrides), device, dtype)
         model_desc = ("full (LLaDA-8B + SigLIP-2 so400m sizes), random weights: "
                       "parallel_threshold confidence is meaningless here")
+        if args.layers:
+            model_desc += f"; SMOKE RUN with {args.layers} layer(s) only, not a measurement"
 
     prompt_len = model.prepare(image, instruction).prefix_len
     costs = model_costs(model, prompt_len)
@@ -328,7 +337,7 @@ def main(argv=None) -> int:
         print("cached vs exact agreement ...", flush=True)
         agreement = cache_agreement(ckpt_dirs, examples)
 
-    meta = {"config": args.config, "device": str(device), "device_name": device_name(device),
+    meta = {"config": "checkpoint" if args.checkpoint else args.config, "device": str(device), "device_name": device_name(device),
             "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
             "date": datetime.date.today().isoformat(), "runs": args.runs,
             "warmup": args.warmup, "model": model_desc,
@@ -337,7 +346,9 @@ def main(argv=None) -> int:
     report = {"meta": meta, "latency": rows, "agreement": agreement}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"decode_latency_{args.config}_{device.type}"
+    stem = f"decode_latency_{meta['config']}_{device.type}"
+    if args.layers and args.config == "full":
+        stem += f"_{args.layers}layers"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))

@@ -426,6 +426,36 @@ def load_episode(path, *, image_topic: str = T.IMAGE, instruction_topic: str = T
     return episode
 
 
+def add_episode_arguments(parser, hz: Optional[float] = None) -> None:
+    """The ``load_episode`` options as command-line flags (llada-vla-eval, llada-vla-train);
+    ``episode_options(args)`` turns them back into keyword arguments."""
+    parser.add_argument("--image-topic", default=T.IMAGE)
+    parser.add_argument("--instruction-topic", default=T.INSTRUCTION)
+    parser.add_argument("--robot-name", default=T.ROBOT_NAME,
+                        help="namespace of the Interbotix driver (joint states topic)")
+    parser.add_argument("--joint-states-topic", default=None,
+                        help="default: /<robot-name>/joint_states")
+    parser.add_argument("--action-topic", default=T.ACTION_CHUNK)
+    parser.add_argument("--action-source", choices=("auto", "action_chunk", "joint_states"),
+                        default="auto",
+                        help="recorded ActionChunk messages or joint states (FK)")
+    parser.add_argument("--hz", type=float, default=hz,
+                        help="keep at most this many frames per second (e.g. 5, the control "
+                             f"rate; default {hz or 'all frames'})")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="use at most N frames per bag")
+    parser.add_argument("--instruction", default="",
+                        help="instruction for frames before any recorded instruction")
+
+
+def episode_options(args) -> dict:
+    """``load_episode`` keyword arguments from flags added by ``add_episode_arguments``."""
+    return dict(image_topic=args.image_topic, instruction_topic=args.instruction_topic,
+                robot_name=args.robot_name, joint_states_topic=args.joint_states_topic,
+                action_topic=args.action_topic, action_source=args.action_source,
+                hz=args.hz, max_frames=args.max_frames, default_instruction=args.instruction)
+
+
 def _pick_action_source(path, reader, counts, action_source, action_topic, js_topic) -> str:
     if action_source not in ("auto", "action_chunk", "joint_states"):
         raise ValueError(f"action_source must be auto, action_chunk or joint_states, "

@@ -20,7 +20,6 @@ from typing import Optional
 
 import numpy as np
 
-from . import topics as T
 
 DIM_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 DIM_UNITS = ("m", "m", "m", "rad", "rad", "rad", "0..1")
@@ -246,6 +245,8 @@ def evaluate(episode, policy, policy_spec: str = "", progress: bool = True) -> t
 # --- command line ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from .bag import add_episode_arguments
+
     p = argparse.ArgumentParser(
         prog="llada-vla-eval",
         description="Compare a policy's first predicted action with the actions recorded in "
@@ -257,35 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
     p.add_argument("--unnorm-key", default=None, help="dataset key of the action statistics")
-    p.add_argument("--image-topic", default=T.IMAGE)
-    p.add_argument("--instruction-topic", default=T.INSTRUCTION)
-    p.add_argument("--robot-name", default=T.ROBOT_NAME,
-                   help="namespace of the Interbotix driver (joint states topic)")
-    p.add_argument("--joint-states-topic", default=None,
-                   help="default: /<robot-name>/joint_states")
-    p.add_argument("--action-topic", default=T.ACTION_CHUNK)
-    p.add_argument("--action-source", choices=("auto", "action_chunk", "joint_states"),
-                   default="auto", help="recorded ActionChunk messages or joint states (FK)")
-    p.add_argument("--hz", type=float, default=None,
-                   help="keep at most this many frames per second (e.g. 5, the control rate)")
-    p.add_argument("--max-frames", type=int, default=None, help="evaluate at most N frames")
-    p.add_argument("--instruction", default="",
-                   help="instruction for frames before any recorded instruction")
+    add_episode_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .bag import BagError, load_episode
+    from .bag import BagError, episode_options, load_episode
     from .policy import load_policy
 
     try:
-        episode = load_episode(
-            args.bag, image_topic=args.image_topic, instruction_topic=args.instruction_topic,
-            robot_name=args.robot_name, joint_states_topic=args.joint_states_topic,
-            action_topic=args.action_topic, action_source=args.action_source, hz=args.hz,
-            max_frames=args.max_frames, default_instruction=args.instruction)
+        episode = load_episode(args.bag, **episode_options(args))
         policy = load_policy(args.policy, device=args.device, dtype=args.dtype,
                              unnorm_key=args.unnorm_key)
         report, run = evaluate(episode, policy, policy_spec=args.policy,

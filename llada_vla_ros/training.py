@@ -111,41 +111,51 @@ def diffusion_step_loss(model: LladaVlaForActions, pixel_values, prompts, classe
 # ----------------------------------------------------------------------------- loop
 
 def encode_examples(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples):
-    """Examples -> (pixel values (N, 3, S, S), prompt id lists, classes (N, K*D))."""
+    """Examples -> (uint8 images, prompt id lists, classes (N, K*D) on the model's device).
+    Images are preprocessed per batch (``batch_pixels``): a dataset of 384x384 float images
+    would not fit in memory."""
     examples = [as_example(e) for e in examples]
     if not examples:
         raise ValueError("no training examples")
-    pixels = torch.cat([model.preprocess(e.image) for e in examples])
-    prompts = [model.prompt_ids(e.instruction) for e in examples]
     A = model.config.num_action_tokens
-    classes = []
+    prompts, classes = [], []
     for e in examples:
         c = tokenizer.encode(e.actions)
         if c.size != A:
             raise ValueError(f"actions must be {model.config.chunk_size}x"
                              f"{model.config.action_dim}, got {np.shape(e.actions)}")
         classes.append(torch.as_tensor(c.reshape(-1)))
-    return pixels, prompts, torch.stack(classes).to(pixels.device)
+        prompts.append(model.prompt_ids(e.instruction))
+    device = model.lm_head.weight.device
+    return [e.image for e in examples], prompts, torch.stack(classes).to(device)
+
+
+def batch_pixels(model: LladaVlaForActions, images, idx) -> torch.Tensor:
+    """(B, 3, S, S) model inputs of ``images[i] for i in idx``."""
+    return torch.cat([model.preprocess(images[i]) for i in idx])
 
 
 def train(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples, steps: int,
           lr: float = 1e-3, batch_size: Optional[int] = None, seed: int = 0,
           loss_type: str = "lsc", eps: float = 1e-3, reweight: bool = True,
           warmup_steps: int = 0, cosine: bool = False, weight_decay: float = 0.0,
-          progress: bool = True) -> list:
+          max_grad_norm: Optional[float] = None, progress: bool = True) -> list:
     """AdamW over ``examples`` ((image, instruction, actions) or Example) for ``steps``
     steps; each step a random batch (all examples when batch_size is None; a batch_size
     above the number of examples repeats them with different masks). Returns the
     per-step losses. ``reweight`` picks eq. 5 (1/t) or eq. 7 (mean over masked positions);
-    ``warmup_steps`` ramps the learning rate up linearly, ``cosine`` decays it to lr/10.
-    Seeded: same seed, same run."""
+    ``warmup_steps`` ramps the learning rate up linearly, ``cosine`` decays it to lr/10,
+    ``max_grad_norm`` clips the gradient norm. Only parameters with ``requires_grad`` train
+    (freeze a part by turning it off). Seeded: same seed, same run."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    pixels, prompts, classes = encode_examples(model, tokenizer, examples)
+    images, prompts, classes = encode_examples(model, tokenizer, examples)
     n = len(prompts)
     bs = batch_size or n
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters (every parameter has requires_grad=False)")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
     def factor(step: int) -> float:
         f = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
@@ -159,16 +169,29 @@ def train(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples, steps
     bar = tqdm(range(steps), desc="train", disable=not progress)
     for _ in bar:
         idx = torch.randperm(n, generator=gen)[:bs] if bs < n else torch.arange(bs) % n
-        loss = diffusion_step_loss(model, pixels[idx], [prompts[i] for i in idx.tolist()],
-                                   classes[idx], gen, loss_type, eps, reweight)
+        idx = idx.tolist()
+        loss = diffusion_step_loss(model, batch_pixels(model, images, idx),
+                                   [prompts[i] for i in idx], classes[idx], gen, loss_type,
+                                   eps, reweight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     model.eval()
     return losses
+
+
+def action_tokenizer_for(config: LladaVlaConfig, stats: NormStats, unnorm_key: str):
+    """The ActionTokenizer of a model config (bins, token ids, mask id, chunk size) with
+    ``stats`` saved under ``unnorm_key``."""
+    return ActionTokenizer(stats, num_bins=config.num_bins,
+                           action_token_ids=config.action_token_ids,
+                           mask_token_id=config.mask_token_id, chunk_size=config.chunk_size,
+                           unnorm_key=unnorm_key)
 
 
 # ----------------------------------------------------------------------------- tiny checkpoint
@@ -246,10 +269,7 @@ def make_tiny_checkpoint(out_dir, examples=None, steps: int = 150, seed: int = 0
     else:
         examples = [as_example(e) for e in examples]
         stats = NormStats.from_actions(np.stack([e.actions for e in examples]))
-    tok = ActionTokenizer(stats, num_bins=config.num_bins,
-                          action_token_ids=config.action_token_ids,
-                          mask_token_id=config.mask_token_id, chunk_size=config.chunk_size,
-                          unnorm_key=unnorm_key)
+    tok = action_tokenizer_for(config, stats, unnorm_key)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: one thread is as fast and immune to CPU contention
     try:

@@ -67,4 +67,5 @@ def test_one_version_and_entry_points_in_one_place():
     assert re.search(r'__version__ = "([^"]+)"', (PKG / "__init__.py").read_text())[1] == xml_version
     scripts = [line.split("=")[0].strip()
                for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines()]
-    assert {"policy_node", "sim_camera", "sim_widowx", "llada-vla-eval"} <= set(scripts)
+    assert {"policy_node", "sim_camera", "sim_widowx", "llada-vla-eval",
+            "llada-vla-train"} <= set(scripts)

@@ -67,7 +67,8 @@ def test_lsc_classifies_over_action_tokens_only():
     model = make_model()
     torch.nn.init.zeros_(model.lm_head.weight)
     ex = synthetic_examples(tiny_tokenizer(model))[:2]
-    pixels, prompts, classes = training.encode_examples(model, tiny_tokenizer(model), ex)
+    images, prompts, classes = training.encode_examples(model, tiny_tokenizer(model), ex)
+    pixels = training.batch_pixels(model, images, range(len(images)))
     losses = {}
     for kind in training.LOSS_TYPES:
         gen = torch.Generator().manual_seed(0)
@@ -108,7 +109,8 @@ def test_loss_decreases_when_overfitting_one_batch(loss_type):
     model = make_model(seed=3)
     tok = tiny_tokenizer(model)
     ex = synthetic_examples(tok)[:2]
-    pixels, prompts, classes = training.encode_examples(model, tok, ex)
+    images, prompts, classes = training.encode_examples(model, tok, ex)
+    pixels = training.batch_pixels(model, images, range(len(images)))
 
     def fixed_batch_loss():  # the same masks every time
         with torch.no_grad():
@@ -123,6 +125,28 @@ def test_loss_decreases_when_overfitting_one_batch(loss_type):
     assert not model.training
     after = fixed_batch_loss()
     assert after < 0.3 * before, (before, after)
+
+
+def test_frozen_parameters_stay_put_and_gradients_are_clipped(monkeypatch):
+    model = make_model(seed=2)
+    tok = tiny_tokenizer(model)
+    model.vision_tower.requires_grad_(False)
+    vision = {k: v.clone() for k, v in model.vision_tower.state_dict().items()}
+    projector = {k: v.clone() for k, v in model.mm_projector.state_dict().items()}
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda params, max_norm: norms.append(max_norm) or clip(params, max_norm))
+    train(model, tok, synthetic_examples(tok)[:2], steps=3, lr=1e-2, max_grad_norm=0.5,
+          progress=False)
+    assert norms == [0.5] * 3
+    for k, v in model.vision_tower.state_dict().items():
+        torch.testing.assert_close(v, vision[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, projector[k])
+               for k, v in model.mm_projector.state_dict().items())
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train(model, tok, synthetic_examples(tok)[:1], steps=1, progress=False)
 
 
 def test_train_is_seedable_and_accepts_tuples():

@@ -1,0 +1,169 @@
+"""Fine-tuning from recorded bags: examples from episodes (dataset.py) and llada-vla-train
+(finetune.py) end to end on real rosbag2 bags of joint-state demonstrations."""
+import json
+
+import numpy as np
+import pytest
+
+from llada_vla_ros import kinematics, topics
+from llada_vla_ros.action_tokenizer import ActionTokenizer
+from llada_vla_ros.bag import BagWriter, Episode, Frame, load_episode
+from llada_vla_ros.dataset import episode_examples, load_examples, segments
+from llada_vla_ros.finetune import main
+from llada_vla_ros.llada_policy import LladaVlaPolicy
+
+SEC = 1_000_000_000
+READY = np.array([0.0, -0.484, 0.749, 0.0, 0.334, 0.0])  # sim_widowx.READY_POSE
+
+
+def header(stamp_ns, frame_id="cam"):
+    return {"stamp": {"sec": stamp_ns // SEC, "nanosec": stamp_ns % SEC}, "frame_id": frame_id}
+
+
+def make_demo_bag(path, instruction, joint_velocity, colour, frames=16, hz=5.0,
+                  closing=False):
+    """A teleoperated demonstration as the arm records it: joint states and camera images at
+    ``hz``, the instruction once (latched). The joints move with a velocity that varies from
+    frame to frame; the image shows a white block whose position tells the frame."""
+    js_topic = topics.robot_topic(topics.ROBOT_NAME, topics.JOINT_STATES)
+    q = READY.copy()
+    with BagWriter(path) as bag:
+        bag.add_topic(topics.IMAGE, topics.IMAGE_TYPE)
+        bag.add_topic(topics.INSTRUCTION, topics.INSTRUCTION_TYPE, latched=True)
+        bag.add_topic(js_topic, topics.JOINT_STATES_TYPE)
+        if instruction:
+            bag.write_message(topics.INSTRUCTION, 0, {"data": instruction})
+        for i in range(frames):
+            t = SEC + int(i * SEC / hz)
+            finger = 0.037 - (0.022 * i / (frames - 1) if closing else 0.0)
+            bag.write_message(js_topic, t, {
+                "header": header(t, ""), "position": np.array([*q, finger, -finger]),
+                "name": list(kinematics.ARM_JOINTS) + ["left_finger", "right_finger"]})
+            image = np.zeros((48, 64, 3), np.uint8)
+            image[:] = colour
+            image[16:32, 4 + 3 * i:12 + 3 * i] = 255
+            bag.write_message(topics.IMAGE, t, {
+                "header": header(t), "height": 48, "width": 64, "encoding": "rgb8",
+                "step": 192, "data": image.ravel()})
+            q = q + np.asarray(joint_velocity) / hz * (1.0 + 0.5 * np.sin(0.7 * i))
+    return path
+
+
+# --- examples from episodes ------------------------------------------------------------------
+
+def episode(instructions, stamps_s):
+    frames = [Frame(int(t * SEC), int(t * SEC), np.full((2, 2, 3), i, np.uint8), text,
+                    np.full(7, float(i), np.float32))
+              for i, (text, t) in enumerate(zip(instructions, stamps_s))]
+    return Episode("mem", "joint_states", frames)
+
+
+def test_windows_stay_inside_one_instruction_and_no_gap():
+    # 0-6 "a" at 5 Hz, a 1 s gap before 7, 7-9 "a", 10-16 "b", 17-18 no instruction
+    texts = ["a"] * 10 + ["b"] * 7 + [""] * 2
+    stamps = [0.2 * i for i in range(7)] + [2.2 + 0.2 * i for i in range(12)]
+    ep = episode(texts, stamps)
+    assert segments(ep) == [(0, 7), (7, 10), (10, 17)]
+    examples = episode_examples(ep, chunk_size=5)
+    starts = [int(e.actions[0, 0]) for e in examples]
+    assert starts == [0, 1, 2] + [10, 11, 12]  # 7-9 is too short for a chunk of 5
+    for e in examples:
+        first = int(e.actions[0, 0])
+        np.testing.assert_array_equal(e.actions[:, 0], np.arange(first, first + 5))
+        assert e.image[0, 0, 0] == first and e.instruction == texts[first]
+    assert len(episode_examples(ep, chunk_size=1)) == 17  # every frame with an instruction
+
+
+def test_windows_with_nan_actions_are_dropped():
+    ep = episode(["a"] * 8, [0.2 * i for i in range(8)])
+    ep.frames[5].action[2] = np.nan
+    starts = [int(e.actions[0, 0]) for e in episode_examples(ep, chunk_size=3)]
+    assert starts == [0, 1, 2]  # every window holding frame 5 is gone; 6-7 is too short
+
+
+def test_examples_from_a_recorded_demonstration(tmp_path):
+    bag = make_demo_bag(tmp_path / "demo", "push the block", [0.3, 0.1, -0.1, 0.2, 0.1, -0.3],
+                        (200, 40, 40), frames=12)
+    examples, summary = load_examples([bag], chunk_size=5, progress=False, hz=5.0)
+    ep = load_episode(bag, hz=5.0)
+    assert len(ep) == 11  # the last frame has no next pose, so no action
+    assert summary[str(bag)] == {"frames": 11, "frames_with_instruction": 11, "examples": 7,
+                                 "action_source": "joint_states"}
+    np.testing.assert_allclose(examples[3].actions, ep.actions[3:8])
+    np.testing.assert_array_equal(examples[3].image, ep.frames[3].image)
+    # a delta-EE action of a joint-space motion moves every dimension; the fingers close
+    assert np.all(np.abs(ep.actions[:, :6]).max(axis=0) > 1e-3)
+
+
+# --- llada-vla-train ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_bags(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos")
+    return [make_demo_bag(root / "push", "push the block right",
+                          [0.3, 0.1, -0.1, 0.2, 0.15, -0.3], (200, 40, 40), frames=10,
+                          closing=True),
+            make_demo_bag(root / "lift", "lift the gripper",
+                          [-0.2, -0.15, 0.2, -0.1, -0.2, 0.25], (40, 40, 200), frames=10)]
+
+
+def token_accuracy(checkpoint, examples):
+    policy = LladaVlaPolicy.from_pretrained(checkpoint)
+    tok = ActionTokenizer.from_pretrained(checkpoint)
+    return float(np.mean([policy.predict(e.image, e.instruction).tokens == tok.encode(e.actions)
+                          for e in examples]))
+
+
+def test_train_from_bags_then_the_policy_reproduces_them(demo_bags, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    assert main([*map(str, demo_bags), "--init", "tiny", "--out", str(out), "--steps", "300",
+                 "--lr", "3e-3", "--quiet"]) == 0
+    assert "checkpoint written to" in capsys.readouterr().out
+    for name in ("config.json", "model.safetensors", "tokenizer.json",
+                 "dataset_statistics.json", "train_log.json", "loss.png"):
+        assert (out / name).is_file(), name
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["examples"] == 10 and len(log["losses"]) == 300  # 2 x (10 - 1 - 4)
+    assert log["final_loss"] < 0.2 * log["first_loss"]
+    stats = json.loads((out / "dataset_statistics.json").read_text())
+    assert list(stats) == ["widowx_bags"]
+    examples, _ = load_examples(demo_bags, progress=False, hz=5.0)
+    assert token_accuracy(out, examples) > 0.9  # chance: 1/32
+
+    # --init CHECKPOINT starts from its weights (same data, same statistics: low loss at once)
+    again = tmp_path / "again"
+    assert main([*map(str, demo_bags), "--init", str(out), "--out", str(again), "--steps", "1",
+                 "--lr", "1e-9", "--unnorm-key", "demos_v2", "--quiet"]) == 0
+    log2 = json.loads((again / "train_log.json").read_text())
+    assert log2["first_loss"] < 0.1 * log["first_loss"]
+    assert list(json.loads((again / "dataset_statistics.json").read_text())) == ["demos_v2"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--init", "/nonexistent/ckpt"], "not 'tiny' and not a checkpoint directory"),
+    (["--unnorm-key", " "], "--unnorm-key must not be empty"),
+])
+def test_bad_arguments_are_named(demo_bags, tmp_path, capsys, extra, message):
+    args = [str(demo_bags[0]), "--init", "tiny", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args + extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_refuses_to_overwrite_a_checkpoint(demo_bags, tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "model.safetensors").write_bytes(b"precious")
+    args = [str(demo_bags[0]), "--init", "tiny", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "o" / "model.safetensors").read_bytes() == b"precious"
+
+
+def test_bag_without_instruction_is_named(tmp_path, capsys):
+    bag = make_demo_bag(tmp_path / "silent", "", [0.2] * 6, (90, 90, 90), frames=8)
+    args = [str(bag), "--init", "tiny", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(bag) in err and "0 with an instruction" in err and "--instruction" in err
+    assert main(args + ["--instruction", "wave", "--steps", "2"]) == 0
