@@ -48,8 +48,13 @@ class BagError(RuntimeError):
 # --- message types ---------------------------------------------------------------------------
 
 def find_msg_file(name: str = "ActionChunk.msg") -> Path:
-    """Path of one of this package's .msg files: source tree ``msg/`` or installed share dir."""
-    candidates = [Path(__file__).resolve().parent.parent / "msg" / name]
+    """Path of one of this package's .msg files: the source tree's ``msg/``, or
+    ``<prefix>/share/llada_vla_ros/msg`` of the prefix this package is installed in (a
+    colcon install space, a venv or ``--prefix``/``--user`` pip install), or the ament index."""
+    here = Path(__file__).resolve()
+    candidates = [here.parent.parent / "msg" / name]
+    if len(here.parents) > 4:  # <prefix>/lib/pythonX.Y/site-packages/llada_vla_ros/bag.py
+        candidates.append(here.parents[4] / "share" / "llada_vla_ros" / "msg" / name)
     try:
         from ament_index_python.packages import get_package_share_directory
 

@@ -84,3 +84,44 @@ def test_setup_on_unsupported_python_says_so(tmp_path):
     r = run_setup(tmp_path, d)
     assert r.returncode == 1
     assert "Python 3.9 is not supported" in r.stderr and "3.11" in r.stderr
+
+
+def test_pip_install_without_ros_ships_the_message_definition(tmp_path):
+    """`pip install .` (a training machine, no ROS): the library imports from the installed
+    copy and writes ActionChunk messages to a bag, from the packaged .msg definition."""
+    import shutil
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "setup.cfg", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("msg", "llada_vla_ros"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+                          str(src)], check=True, cwd=tmp_path, timeout=300)
+    wheel = next(tmp_path.glob("llada_vla_ros-*.whl"))
+    subprocess.run(pip + ["install", "--no-deps", "--ignore-installed", "--prefix",
+                          str(tmp_path / "prefix"), str(wheel)],
+                   check=True, cwd=tmp_path, timeout=300)
+    site = next((tmp_path / "prefix").glob("lib/python3*/site-packages"))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH")}
+    env["PYTHONPATH"] = str(site)
+    script = (
+        "import numpy as np, llada_vla_ros.bag as b\n"
+        "print(b.__file__); print(b.find_msg_file())\n"
+        "with b.BagWriter('bag') as w:\n"
+        "    w.add_topic('/c', 'llada_vla_ros/msg/ActionChunk')\n"
+        "    w.write_message('/c', 1, {'horizon': 5, 'action_dim': 7,"
+        " 'actions': np.zeros(35, np.float32)})\n"
+        "print(next(b.read_bag('bag'))[3].horizon)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, timeout=120,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    module, msg_file, horizon = out.stdout.split()
+    assert module.startswith(str(site))
+    assert msg_file == str(tmp_path / "prefix" / "share" / "llada_vla_ros" / "msg"
+                           / "ActionChunk.msg")
+    assert horizon == "5"
