@@ -4,7 +4,8 @@
         instruction:="put the spoon on the towel" execute:=true record:=true
 
 ``camera:=false`` / ``arm:=false`` leave out a driver started elsewhere; ``sim:=true`` runs
-the package's sim_camera and sim_widowx stand-ins instead of both drivers (no hardware).
+the package's sim_camera and sim_widowx stand-ins instead of both drivers (no hardware);
+``policy:=false record:=true`` records demonstrations (for ``llada-vla-train``).
 Motion stays off unless ``execute:=true``. Valid on Humble and Jazzy.
 """
 import os
@@ -70,21 +71,22 @@ def launch_setup(context):
                 'load_configs': arg('load_configs'),
             }.items()))
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    actions.append(IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(os.path.join(here, 'policy.launch.py')),
-        launch_arguments={
-            'params_file': arg('params_file'),
-            'model_path': arg('model_path'),
-            'device': arg('device'),
-            'decoding_strategy': arg('decoding_strategy'),
-            'execute': arg('execute'),
-            'instruction': arg('instruction'),
-            'robot_name': robot_name,
-            'image_topic': image_topic,
-            'instruction_topic': topics.INSTRUCTION,
-            'log_level': arg('log_level'),
-        }.items()))
+    if as_bool(arg('policy')):
+        here = os.path.dirname(os.path.abspath(__file__))
+        actions.append(IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(os.path.join(here, 'policy.launch.py')),
+            launch_arguments={
+                'params_file': arg('params_file'),
+                'model_path': arg('model_path'),
+                'device': arg('device'),
+                'decoding_strategy': arg('decoding_strategy'),
+                'execute': arg('execute'),
+                'instruction': arg('instruction'),
+                'robot_name': robot_name,
+                'image_topic': image_topic,
+                'instruction_topic': topics.INSTRUCTION,
+                'log_level': arg('log_level'),
+            }.items()))
 
     if as_bool(arg('record')):
         bag_dir = os.path.expanduser(arg('bag_dir'))
@@ -109,6 +111,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'sim', default_value='false',
             description='Start sim_camera and sim_widowx instead of both drivers (no hardware)'),
+        DeclareLaunchArgument(
+            'policy', default_value='true',
+            description='Start the policy node; false = drivers (+ recorder) only, e.g. to '
+                        'record demonstrations'),
         DeclareLaunchArgument(
             'record', default_value='false',
             description='Record camera, instruction, joints, commands and policy outputs'),

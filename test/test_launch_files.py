@@ -288,6 +288,16 @@ def test_widowx_sim_with_recorder(monkeypatch, tmp_path):
     assert sorted(cmd[7:]) == sorted(expected)
 
 
+def test_widowx_records_demonstrations_without_the_policy(monkeypatch, tmp_path):
+    actions = run_setup("widowx.launch.py", monkeypatch, sim="true", record="true",
+                        policy="false", bag_dir=str(tmp_path))
+    assert not of_type(actions, "IncludeLaunchDescription")  # no policy node
+    assert {n.kwargs["executable"] for n in of_type(actions, "Node")} == {"sim_camera",
+                                                                          "sim_widowx"}
+    [record] = of_type(actions, "ExecuteProcess")
+    assert sorted(record.kwargs["cmd"][7:]) == sorted(topics.recorded_topics())
+
+
 def test_widowx_drivers_need_their_packages(monkeypatch):
     with pytest.raises(RuntimeError, match="realsense2_camera is not installed"):
         run_setup("widowx.launch.py", monkeypatch)
