@@ -431,7 +431,8 @@ def load_episode(path, *, image_topic: str = T.IMAGE, instruction_topic: str = T
     return episode
 
 
-def add_episode_arguments(parser, hz: Optional[float] = None) -> None:
+def add_episode_arguments(parser, hz: Optional[float] = None,
+                          action_source: str = "auto") -> None:
     """The ``load_episode`` options as command-line flags (llada-vla-eval, llada-vla-train);
     ``episode_options(args)`` turns them back into keyword arguments."""
     parser.add_argument("--image-topic", default=T.IMAGE)
@@ -442,8 +443,10 @@ def add_episode_arguments(parser, hz: Optional[float] = None) -> None:
                         help="default: /<robot-name>/joint_states")
     parser.add_argument("--action-topic", default=T.ACTION_CHUNK)
     parser.add_argument("--action-source", choices=("auto", "action_chunk", "joint_states"),
-                        default="auto",
-                        help="recorded ActionChunk messages or joint states (FK)")
+                        default=action_source,
+                        help="recorded ActionChunk messages, joint states (FK: the motion "
+                             "the arm made) or auto (chunks when the bag has any); default "
+                             f"{action_source}")
     parser.add_argument("--hz", type=float, default=hz,
                         help="keep at most this many frames per second (e.g. 5, the control "
                              f"rate; default {hz or 'all frames'})")

@@ -4,7 +4,8 @@
     llada-vla-train BAG [BAG ...] --init tiny --out OUT_DIR     # a fresh tiny model (CPU)
 
 Examples come from ``dataset.load_examples`` (each frame with an instruction and the next
-chunk_size recorded actions, at ``--hz``, 5 = the control rate, by default). The action
+chunk_size actions the arm made, from its joint states, at ``--hz``, 5 = the control rate,
+by default). The action
 statistics (q01/q99 per dimension, gripper left raw) are computed from these examples and
 saved under ``--unnorm-key``. Training is ``training.train`` (LSC masked-diffusion loss,
 AdamW, warm-up + cosine). OUT_DIR receives a checkpoint the policy node loads (config.json,
@@ -98,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="float32 (default) | bfloat16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_episode_arguments(p, hz=5.0)
+    # train on the motion the arm made, also in policy trials that recorded ActionChunks
+    add_episode_arguments(p, hz=5.0, action_source="joint_states")
     return p
 
 
@@ -150,7 +152,7 @@ def main(argv: Optional[list] = None) -> int:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out, args.unnorm_key)
     tail = max(1, len(losses) // 10)
-    log = {"args": {k: v for k, v in vars(args).items()}, "bags": summary,
+    log = {"args": dict(vars(args)), "bags": summary,
            "examples": len(examples), "action_statistics": stats.to_dict(),
            "first_loss": losses[0], "final_loss": float(np.mean(losses[-tail:])),
            "seconds": time.perf_counter() - start, "losses": losses}
