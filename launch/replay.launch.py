@@ -18,7 +18,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
 from llada_vla_ros import topics
-from llada_vla_ros.launch_args import as_bool
+from llada_vla_ros.launch_args import as_bool, policy_launch_arguments
 
 
 def launch_setup(context):
@@ -35,19 +35,9 @@ def launch_setup(context):
     here = os.path.dirname(os.path.abspath(__file__))
     actions = [IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(here, 'policy.launch.py')),
-        launch_arguments={
-            'params_file': arg('params_file'),
-            'model_path': arg('model_path'),
-            'device': arg('device'),
-            'decoding_strategy': arg('decoding_strategy'),
-            'execute': 'false',
-            'instruction': arg('instruction'),
-            'robot_name': robot_name,
-            'image_topic': image_topic,
-            'instruction_topic': instruction_topic,
-            'use_sim_time': use_sim_time,
-            'log_level': arg('log_level'),
-        }.items())]
+        launch_arguments=policy_launch_arguments(
+            arg, execute='false', robot_name=robot_name, image_topic=image_topic,
+            instruction_topic=instruction_topic, use_sim_time=use_sim_time))]
 
     if as_bool(arg('record')):
         out = arg('output_bag') or os.path.join(

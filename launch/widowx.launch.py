@@ -19,9 +19,11 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from llada_vla_ros import topics
-from llada_vla_ros.launch_args import as_bool
+from llada_vla_ros.launch_args import as_bool, policy_launch_arguments
 
 PACKAGE = 'llada_vla_ros'
+
+
 def _share(package):
     try:
         from ament_index_python.packages import get_package_share_directory
@@ -75,18 +77,9 @@ def launch_setup(context):
         here = os.path.dirname(os.path.abspath(__file__))
         actions.append(IncludeLaunchDescription(
             PythonLaunchDescriptionSource(os.path.join(here, 'policy.launch.py')),
-            launch_arguments={
-                'params_file': arg('params_file'),
-                'model_path': arg('model_path'),
-                'device': arg('device'),
-                'decoding_strategy': arg('decoding_strategy'),
-                'execute': arg('execute'),
-                'instruction': arg('instruction'),
-                'robot_name': robot_name,
-                'image_topic': image_topic,
-                'instruction_topic': topics.INSTRUCTION,
-                'log_level': arg('log_level'),
-            }.items()))
+            launch_arguments=policy_launch_arguments(
+                arg, execute=arg('execute'), robot_name=robot_name, image_topic=image_topic,
+                instruction_topic=topics.INSTRUCTION)))
 
     if as_bool(arg('record')):
         bag_dir = os.path.expanduser(arg('bag_dir'))
