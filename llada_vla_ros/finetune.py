@@ -122,7 +122,7 @@ def check_args(args) -> None:
 
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .action_tokenizer import NormStats
+    from .action_tokenizer import STATS_FILE, NormStats
     from .bag import BagError, episode_options
     from .dataset import load_examples
     from .training import action_tokenizer_for, train
@@ -150,6 +150,7 @@ def main(argv: Optional[list] = None) -> int:
                    max_grad_norm=args.max_grad_norm, progress=not args.quiet)
     out = Path(args.out)
     model.save_pretrained(out)
+    (out / STATS_FILE).unlink(missing_ok=True)  # --overwrite: no stale keys from an old run
     tokenizer.save_pretrained(out, args.unnorm_key)
     tail = max(1, len(losses) // 10)
     log = {"args": dict(vars(args)), "bags": summary,

@@ -158,6 +158,11 @@ def test_refuses_to_overwrite_a_checkpoint(demo_bags, tmp_path, capsys):
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "o" / "model.safetensors").read_bytes() == b"precious"
+    (tmp_path / "o" / "dataset_statistics.json").write_text('{"old_run": {}}')
+    assert main(args + ["--overwrite", "--steps", "2"]) == 0
+    stats = json.loads((tmp_path / "o" / "dataset_statistics.json").read_text())
+    assert list(stats) == ["widowx_bags"]  # one key: the node's unnorm_key "" picks it
+    assert (tmp_path / "o" / "model.safetensors").read_bytes() != b"precious"
 
 
 def test_bag_without_instruction_is_named(tmp_path, capsys):
