@@ -24,13 +24,13 @@ from rosbags.interfaces import (MessageDefinitionFormat, Nodetype, Qos, QosDurab
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
+from . import kinematics
 from . import topics as T
 from .images import image_msg_to_rgb
 
 ACTION_DIM = 7
 BAG_VERSION = 8  # metadata v8: read by Iron/Jazzy and later; QoS in the format Humble reads
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
-FINGER_CLOSED_M, FINGER_OPEN_M = 0.015, 0.037  # left_finger travel of the wx250s
 
 # The real interbotix_xs_msgs may be absent: its definitions are embedded here.
 INTERBOTIX_MSGS = {
@@ -343,9 +343,7 @@ def _stamp_ns(msg, bag_ns: int) -> int:
 def _gripper_opening(names: list, positions) -> Optional[tuple]:
     """('finger', 0..1) from left_finger, ('joint', raw angle) from gripper, or None."""
     if "left_finger" in names:
-        pos = float(positions[names.index("left_finger")])
-        return "finger", float(np.clip((pos - FINGER_CLOSED_M) / (FINGER_OPEN_M - FINGER_CLOSED_M),
-                                       0.0, 1.0))
+        return "finger", kinematics.finger_opening(positions[names.index("left_finger")])
     if "gripper" in names:
         return "joint", float(positions[names.index("gripper")])
     return None
@@ -353,8 +351,6 @@ def _gripper_opening(names: list, positions) -> Optional[tuple]:
 
 def _fk_actions(frame_stamps, js_stamps, js_q, js_grip) -> list:
     """Delta-EE actions between consecutive frames; None where no pose is known."""
-    from .kinematics import fk, matrix_to_euler_sxyz
-
     order = np.argsort(js_stamps, kind="stable")
     ts, q, g = js_stamps[order].astype(np.float64), js_q[order], js_grip[order]
     poses, grips = [], []
@@ -364,7 +360,7 @@ def _fk_actions(frame_stamps, js_stamps, js_q, js_grip) -> list:
             grips.append(None)
             continue
         qi = np.array([np.interp(s, ts, q[:, j]) for j in range(q.shape[1])])
-        poses.append(fk(qi))
+        poses.append(kinematics.fk(qi))
         grips.append(float(np.interp(s, ts, g)))
     actions = []
     for i in range(len(frame_stamps)):
@@ -372,7 +368,7 @@ def _fk_actions(frame_stamps, js_stamps, js_q, js_grip) -> list:
             actions.append(None)
             continue
         T0, T1 = poses[i], poses[i + 1]
-        droll, dpitch, dyaw = matrix_to_euler_sxyz(T1[:3, :3] @ T0[:3, :3].T)
+        droll, dpitch, dyaw = kinematics.matrix_to_euler_sxyz(T1[:3, :3] @ T0[:3, :3].T)
         dp = T1[:3, 3] - T0[:3, 3]
         actions.append(np.array([*dp, droll, dpitch, dyaw, grips[i + 1]], dtype=np.float32))
     return actions
@@ -487,8 +483,6 @@ def _pick_action_source(path, reader, counts, action_source, action_topic, js_to
 def _scan(reader, store, conns, image_topic, instruction_topic, action_topic, source,
           path) -> dict:
     """First pass: image stamps, instructions, and chunks or joint states (no pixels)."""
-    from .kinematics import ARM_JOINTS
-
     scan = {"images": [], "instructions": [], "chunks": [], "js": []}
     for conn, bag_ns, raw in reader.messages(connections=conns):
         msg = store.deserialize_cdr(raw, conn.msgtype)
@@ -505,13 +499,13 @@ def _scan(reader, store, conns, image_topic, instruction_topic, action_topic, so
             scan["chunks"].append((_stamp_ns(msg, bag_ns), actions[:ACTION_DIM].copy()))
         else:
             names = list(msg.name)
-            if all(j in names for j in ARM_JOINTS):
-                q = [float(msg.position[names.index(j)]) for j in ARM_JOINTS]
+            if all(j in names for j in kinematics.ARM_JOINTS):
+                q = [float(msg.position[names.index(j)]) for j in kinematics.ARM_JOINTS]
                 scan["js"].append((_stamp_ns(msg, bag_ns), q,
                                    _gripper_opening(names, msg.position)))
     if source == "joint_states" and not scan["js"]:
         raise BagError(f"{path}: no joint state on {action_topic} names all arm joints "
-                       f"{', '.join(ARM_JOINTS)}")
+                       f"{', '.join(kinematics.ARM_JOINTS)}")
     for key in scan:
         scan[key].sort(key=lambda item: item[1] if key == "images" else item[0])
     return scan

@@ -19,6 +19,14 @@ JOINT_LOWER = np.array([-np.pi, -1.885, -2.1468, -np.pi, -1.7453, -np.pi])
 JOINT_UPPER = np.array([np.pi, 1.9897, 1.6057, np.pi, 2.1468, np.pi])
 JOINT_VELOCITY_LIMIT = np.pi  # rad/s, every arm joint
 SLEEP_POSE = np.array([0.0, -1.80, 1.55, 0.0, 0.8, 0.0])
+READY_POSE = np.array([0.0, -0.484, 0.749, 0.0, 0.334, 0.0])  # gripper at (0.30, 0, 0.20) m
+FINGER_CLOSED_M, FINGER_OPEN_M = 0.015, 0.037  # left_finger travel (right_finger = -left)
+
+
+def finger_opening(left_finger_m: float) -> float:
+    """Gripper opening 0 (closed) .. 1 (open) from the left finger position (m)."""
+    return float(np.clip((left_finger_m - FINGER_CLOSED_M) / (FINGER_OPEN_M - FINGER_CLOSED_M),
+                         0.0, 1.0))
 
 # End-effector pose at q = 0.
 HOME_M = np.array([

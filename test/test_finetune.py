@@ -6,18 +6,13 @@ import numpy as np
 import pytest
 
 from llada_vla_ros import kinematics, topics
-from llada_vla_ros.action_tokenizer import ActionTokenizer
 from llada_vla_ros.bag import BagWriter, Episode, Frame, load_episode
 from llada_vla_ros.dataset import episode_examples, load_examples, segments
 from llada_vla_ros.finetune import main
 from llada_vla_ros.llada_policy import LladaVlaPolicy
+from test_bag import header, joint_msg
 
 SEC = 1_000_000_000
-READY = np.array([0.0, -0.484, 0.749, 0.0, 0.334, 0.0])  # sim_widowx.READY_POSE
-
-
-def header(stamp_ns, frame_id="cam"):
-    return {"stamp": {"sec": stamp_ns // SEC, "nanosec": stamp_ns % SEC}, "frame_id": frame_id}
 
 
 def make_demo_bag(path, instruction, joint_velocity, colour, frames=16, hz=5.0,
@@ -26,7 +21,7 @@ def make_demo_bag(path, instruction, joint_velocity, colour, frames=16, hz=5.0,
     ``hz``, the instruction once (latched). The joints move with a velocity that varies from
     frame to frame; the image shows a white block whose position tells the frame."""
     js_topic = topics.robot_topic(topics.ROBOT_NAME, topics.JOINT_STATES)
-    q = READY.copy()
+    q = kinematics.READY_POSE.copy()
     with BagWriter(path) as bag:
         bag.add_topic(topics.IMAGE, topics.IMAGE_TYPE)
         bag.add_topic(topics.INSTRUCTION, topics.INSTRUCTION_TYPE, latched=True)
@@ -35,10 +30,9 @@ def make_demo_bag(path, instruction, joint_velocity, colour, frames=16, hz=5.0,
             bag.write_message(topics.INSTRUCTION, 0, {"data": instruction})
         for i in range(frames):
             t = SEC + int(i * SEC / hz)
-            finger = 0.037 - (0.022 * i / (frames - 1) if closing else 0.0)
-            bag.write_message(js_topic, t, {
-                "header": header(t, ""), "position": np.array([*q, finger, -finger]),
-                "name": list(kinematics.ARM_JOINTS) + ["left_finger", "right_finger"]})
+            travel = kinematics.FINGER_OPEN_M - kinematics.FINGER_CLOSED_M
+            finger = kinematics.FINGER_OPEN_M - (travel * i / (frames - 1) if closing else 0.0)
+            bag.write_message(js_topic, t, joint_msg(t, q, finger=finger))
             image = np.zeros((48, 64, 3), np.uint8)
             image[:] = colour
             image[16:32, 4 + 3 * i:12 + 3 * i] = 255
@@ -109,9 +103,8 @@ def demo_bags(tmp_path_factory):
 
 def token_accuracy(checkpoint, examples):
     policy = LladaVlaPolicy.from_pretrained(checkpoint)
-    tok = ActionTokenizer.from_pretrained(checkpoint)
-    return float(np.mean([policy.predict(e.image, e.instruction).tokens == tok.encode(e.actions)
-                          for e in examples]))
+    return float(np.mean([policy.predict(e.image, e.instruction).tokens
+                          == policy.tokenizer.encode(e.actions) for e in examples]))
 
 
 def test_train_from_bags_then_the_policy_reproduces_them(demo_bags, tmp_path, capsys):

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from llada_vla_ros.kinematics import (
-    ARM_JOINTS, HOME_M, JOINT_LOWER, JOINT_UPPER, SCREW_AXES, SLEEP_POSE, apply_delta,
-    euler_sxyz_to_matrix, fk, ik, matrix_to_euler_sxyz, pose_to_xyz_quat, rotation_log,
-    space_jacobian)
+    ARM_JOINTS, FINGER_CLOSED_M, FINGER_OPEN_M, HOME_M, JOINT_LOWER, JOINT_UPPER, SCREW_AXES,
+    SLEEP_POSE, apply_delta, euler_sxyz_to_matrix, finger_opening, fk, ik, matrix_to_euler_sxyz,
+    pose_to_xyz_quat, rotation_log, space_jacobian)
 
 
 def rx(a):
@@ -207,3 +207,11 @@ def test_rotation_log_near_pi():
             assert np.allclose(w, axis * angle, atol=1e-7)
         else:
             assert np.allclose(abs(w @ axis), angle, atol=1e-7)
+
+
+def test_finger_opening_spans_the_finger_travel():
+    closed, opened = FINGER_CLOSED_M, FINGER_OPEN_M
+    assert finger_opening(closed) == 0.0 and finger_opening(opened) == 1.0
+    assert finger_opening((closed + opened) / 2) == pytest.approx(0.5)
+    assert finger_opening(opened + 0.01) == 1.0  # clipped, never above open
+    assert finger_opening(0.0) == 0.0

@@ -23,8 +23,6 @@ from llada_vla_ros import kinematics, topics
 from llada_vla_ros.ros import qos
 from llada_vla_ros.ros.spin import run
 
-READY_POSE = [0.0, -0.484, 0.749, 0.0, 0.334, 0.0]  # gripper at (0.30, 0, 0.20) m, pitched down
-FINGER_OPEN, FINGER_CLOSED = 0.037, 0.015  # m, finger travel
 JOINT_NAMES = list(kinematics.ARM_JOINTS) + ["gripper", "left_finger", "right_finger"]
 
 
@@ -32,7 +30,7 @@ class SimWidowX(Node):
     def __init__(self):
         super().__init__("sim_widowx")
         self.declare_parameter("robot_name", topics.ROBOT_NAME)
-        self.declare_parameter("initial_joints", READY_POSE)
+        self.declare_parameter("initial_joints", kinematics.READY_POSE.tolist())
         self.declare_parameter("rate_hz", 100.0)
         self.declare_parameter("moving_time", 2.0)  # s, the driver's default time profile
         robot = self.get_parameter("robot_name").value
@@ -40,7 +38,7 @@ class SimWidowX(Node):
         self.q = np.array(self.get_parameter("initial_joints").value, dtype=float)
         self.start, self.goal = self.q.copy(), self.q.copy()
         self.elapsed, self.moving_time = 0.0, float(self.get_parameter("moving_time").value)
-        self.finger, self.finger_speed = FINGER_OPEN, 0.0
+        self.finger, self.finger_speed = kinematics.FINGER_OPEN_M, 0.0
         self.torque = True
         self.dt = 1.0 / float(self.get_parameter("rate_hz").value)
         name = lambda n: topics.robot_topic(robot, n)  # noqa: E731
@@ -105,13 +103,13 @@ class SimWidowX(Node):
             s = min(1.0, self.elapsed / self.moving_time) if self.moving_time > 0 else 1.0
             self.q = self.start + (self.goal - self.start) * s
             self.finger = float(np.clip(self.finger + self.finger_speed * self.dt,
-                                        FINGER_CLOSED, FINGER_OPEN))
+                                        kinematics.FINGER_CLOSED_M, kinematics.FINGER_OPEN_M))
             q, finger = self.q.copy(), self.finger
         msg = JointState()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.name = JOINT_NAMES
         # 'gripper' is the servo angle; map finger travel to 0..~1 rad like the real driver.
-        gripper = (finger - FINGER_CLOSED) / (FINGER_OPEN - FINGER_CLOSED)
+        gripper = kinematics.finger_opening(finger)
         msg.position = [float(v) for v in q] + [gripper, finger, -finger]
         self.pub.publish(msg)
 
