@@ -5,7 +5,8 @@ into joint radians for the arm, or a hold. Order of the checks:
 
 1. non-finite action / joint state / previous target -> hold; the measured joints farther
    than ``max_tracking_error`` from the last command (the arm is not following: torque off,
-   blocked, driver restarted elsewhere) -> hold until ``reset()``;
+   blocked, driver restarted elsewhere) -> hold, latched until ``resume()`` (the operator's
+   ~/start), even when the joints come back;
 2. translation clipped by its norm (direction kept) to ``max_step_m``; each rotation
    component clipped to +-``max_step_rad``;
 3. the delta is applied to the previous target pose (``kinematics.apply_delta``) and the
@@ -15,8 +16,9 @@ into joint radians for the arm, or a hold. Order of the checks:
    would reach a different pose than the target). Hence, from a start at least
    ``joint_margin`` away from every limit, every command is too. A start closer than that
    is left: the scaled step moves toward the IK solution, out of the margin band;
-6. the joint step from the last command (the measured joints on the first step or after
-   ``reset()``) is scaled so the fastest joint moves ``max_joint_velocity * control_period``;
+6. the joint step from the last command (the measured joints on the very first step, or
+   after ``resume()`` found the arm elsewhere) is scaled so the fastest joint moves
+   ``max_joint_velocity * control_period``;
    the new target is then ``fk(q_cmd)`` so target and command agree. Joint-space scaling
    follows a slightly curved path: a scaled target up to ``SCALED_BOX_TOLERANCE`` outside
    the box is clamped onto it, one further out holds, except that when the previous target
@@ -24,6 +26,12 @@ into joint radians for the arm, or a hold. Order of the checks:
 
 A hold means no motion at all: ``q_cmd`` and ``gripper_open`` are None and the target is
 unchanged, so the next action applies to the same pose.
+
+The speed limit is an invariant of the command stream: the last command is the reference of
+the next one across everything that re-plans (a new instruction, ~/stop and ~/start, an
+estop release, new limits). The only exception is ``resume()`` after the arm was found
+farther than ``max_tracking_error`` from that command: the arm is not there, so the next
+command steps from where it is (the measured joints), within the same limit.
 """
 from __future__ import annotations
 
@@ -108,10 +116,23 @@ class SafetyFilter:
         self.q_max = JOINT_UPPER - self.limits.joint_margin
         self.max_joint_step = self.limits.max_joint_velocity * control_period
         self.last_command: Optional[np.ndarray] = None
+        self.tracking_fault = ""  # latched tracking-error hold ('' = none)
 
-    def reset(self) -> None:
-        """Forget the last command (after a stop): the next step starts from q_measured."""
-        self.last_command = None
+    def resume(self, q_measured) -> str:
+        """The operator restarts motion (~/start): clear a latched tracking fault. The last
+        command stays the speed reference when the arm is within ``max_tracking_error`` of
+        it; otherwise the arm is elsewhere (moved by hand, driver restarted) and the next step
+        counts from the measured joints. Returns what was done, for the log."""
+        self.tracking_fault = ""
+        if self.last_command is None:
+            return "resuming from the measured joints"
+        q = np.asarray(q_measured, dtype=float).ravel()
+        lag = (float(np.max(np.abs(q - self.last_command)))
+               if q.shape == (6,) and np.all(np.isfinite(q)) else float("inf"))
+        if lag > self.limits.max_tracking_error:
+            self.last_command = None
+            return f"arm {lag:.2f} rad from the last command: resuming from the measured joints"
+        return "resuming from the last command"
 
     def _box_distance(self, p) -> float:
         return float(np.linalg.norm(p - np.clip(p, self.box_min, self.box_max)))
@@ -135,12 +156,16 @@ class SafetyFilter:
             return hold("previous target pose invalid")
         if not np.all(np.isfinite(a)):
             return hold("action contains NaN/Inf")
+        if self.tracking_fault:
+            return hold(self.tracking_fault)
         if self.last_command is not None:
             lag = float(np.max(np.abs(q_meas - self.last_command)))
             if lag > self.limits.max_tracking_error:
-                return hold(f"tracking error: arm is {lag:.2f} rad from the last command "
-                            f"(limit {self.limits.max_tracking_error:g}); is torque on? "
-                            "call ~/start to resume from the measured pose")
+                self.tracking_fault = (
+                    f"tracking error: arm was {lag:.2f} rad from the last command (limit "
+                    f"{self.limits.max_tracking_error:g}); is torque on? call ~/start to "
+                    "resume from the measured pose")
+                return hold(self.tracking_fault)
 
         lim = self.limits
         dxyz = a[:3].copy()

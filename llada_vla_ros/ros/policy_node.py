@@ -33,7 +33,8 @@ from llada_vla_ros.msg import ActionChunk as ActionChunkMsg
 from llada_vla_ros.policy import MAX_INSTRUCTION_BYTES, PolicyInputError, load_policy
 from llada_vla_ros.ros import qos
 from llada_vla_ros.ros.spin import run
-from llada_vla_ros.safety import SafetyFilter, SafetyLimits
+from llada_vla_ros.control import ArmController
+from llada_vla_ros.safety import SafetyLimits
 
 # name -> default; config/policy.yaml documents the same names and values (a test checks).
 PARAMETERS = {
@@ -94,7 +95,7 @@ class PolicyNode(Node):
             joint_margin=p("safety.joint_margin"),
             max_joint_velocity=p("safety.max_joint_velocity"),
             max_tracking_error=p("safety.max_tracking_error"))
-        self.safety = SafetyFilter(self.limits, self.period, gripper_threshold=p("gripper_threshold"))
+        self.arm = ArmController(self.limits, self.period, gripper_threshold=p("gripper_threshold"))
         self.executor_ = ChunkExecutor(mode=p("execution_mode"),
                                        actions_per_chunk=p("actions_per_chunk"),
                                        ensemble_decay=p("ensemble_decay"))
@@ -115,7 +116,6 @@ class PolicyNode(Node):
         self.joint_time = None
         self.execute = bool(p("execute"))
         self.estop = False
-        self.target = None  # 4x4 target pose (Bridge: deltas apply to the previous target)
         self.step = 0
         self.running = True
         self.policy = None
@@ -190,8 +190,7 @@ class PolicyNode(Node):
         with self.lock:
             self.generation += 1
             self.executor_.clear()
-            self.target = None
-            self.safety.reset()
+            self.arm.replan()
             if size > MAX_INSTRUCTION_BYTES:
                 self.instruction = ""
                 self.instruction_error = (f"instruction refused: {size} bytes, more than "
@@ -231,9 +230,9 @@ class PolicyNode(Node):
             if self.estop:
                 response.success, response.message = False, "estop is active: release it first"
                 return response
-            self.execute, self.target = True, None
+            self.execute = True
             self.executor_.clear()
-            self.safety.reset()
+            self.arm.resume(self.q)
         response.success, response.message = True, "motion enabled"
         return response
 
@@ -348,17 +347,13 @@ class PolicyNode(Node):
             if reason:
                 self._hold(reason)
                 return
-            q = self.q.copy()
-            if self.target is None:
-                self.target = kinematics.fk(q)
-            decision = self.safety.step(action, q, self.target)
+            decision = self.arm.step(action, self.q)
             if not decision.ok:
                 self.executor_.clear()
                 self._hold("; ".join(decision.reasons) or "safety filter refused the action")
                 self.stats["refusals"] += 1
                 self.last_refusal = self.hold_reason
                 return
-            self.target = decision.T_target
             self.hold_reason = ""
             self._set_time_profile()
             if decision.reasons:
@@ -456,8 +451,8 @@ class PolicyNode(Node):
             self.executor_.clear()
             self.wake.notify_all()
             # Ramp from the last command (continuous with what was sent), else the measurement.
-            last = self.safety.last_command
-            q = last.copy() if last is not None else (None if self.q is None else self.q.copy())
+            last = self.arm.last_command
+            q = last if last is not None else (None if self.q is None else self.q.copy())
         if self._param("sleep_on_shutdown") and q is not None and not self.estop:
             self._move_to_sleep(q)
         if self.recorder is not None:
