@@ -31,6 +31,7 @@ ACTION_CHUNK_TYPE = "llada_vla_ros/msg/ActionChunk"
 TARGET_POSE_TYPE = "geometry_msgs/msg/PoseStamped"
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"  # image_transport's compressed
 INSTRUCTION_TYPE = "std_msgs/msg/String"
 ESTOP_TYPE = "std_msgs/msg/Bool"
 JOINT_STATES_TYPE = "sensor_msgs/msg/JointState"

@@ -160,7 +160,7 @@ def test_writer_errors(tmp_path):
 def test_image_conversion_errors():
     msg = type("Img", (), {"encoding": "16UC1", "height": 1, "width": 1, "step": 2,
                            "data": np.zeros(2, np.uint8)})
-    with pytest.raises(ValueError, match="unsupported image encoding"):
+    with pytest.raises(ValueError, match="16-bit image encoding '16UC1' refused"):
         image_msg_to_rgb(msg)
     msg.encoding, msg.step = "rgb8", 2
     with pytest.raises(ValueError, match="step"):
@@ -176,8 +176,8 @@ def test_bag_definition_used_when_package_msg_missing(tmp_path, monkeypatch):
     with BagWriter(path) as bag:
         bag.add_topic(topics.ACTION_CHUNK, topics.ACTION_CHUNK_TYPE)
         bag.write_message(topics.ACTION_CHUNK, 0, chunk_msg(0, np.ones(7)))
-    import llada_vla_ros.bag as bagmod
-    monkeypatch.setattr(bagmod, "custom_msg_definitions", lambda: {})
+    import llada_vla_ros.data.messages as messages
+    monkeypatch.setattr(messages, "custom_msg_definitions", lambda: {})
     [(_, _, _, msg)] = list(read_bag(path))
     assert msg.action_dim == 7
 
@@ -306,11 +306,12 @@ def test_error_unknown_type_without_definition(tmp_path):
 def test_error_wrong_image_type(tmp_path):
     path = tmp_path / "bag"
     with BagWriter(path) as bag:
-        bag.add_topic(topics.IMAGE, "sensor_msgs/msg/CompressedImage")
+        bag.add_topic(topics.IMAGE, "std_msgs/msg/String")
         bag.add_topic(topics.ACTION_CHUNK, topics.ACTION_CHUNK_TYPE)
-        bag.write_message(topics.IMAGE, 0, {"format": "jpeg", "data": [1, 2, 3]})
+        bag.write_message(topics.IMAGE, 0, {"data": "not an image"})
         bag.write_message(topics.ACTION_CHUNK, 0, chunk_msg(0, np.zeros(7)))
-    with pytest.raises(BagError, match="CompressedImage; expected sensor_msgs/msg/Image"):
+    with pytest.raises(BagError, match="String; expected sensor_msgs/msg/Image or "
+                                       "sensor_msgs/msg/CompressedImage"):
         load_episode(path)
 
 

@@ -45,18 +45,18 @@ def make_demo_bag(path, instruction, joint_velocity, colour, frames=16, hz=5.0,
 
 # --- examples from episodes ------------------------------------------------------------------
 
-def episode(instructions, stamps_s):
+def episode(instructions, stamps_s, segments=None):
     frames = [Frame(int(t * SEC), int(t * SEC), np.full((2, 2, 3), i, np.uint8), text,
-                    np.full(7, float(i), np.float32))
+                    np.full(7, float(i), np.float32), 0 if segments is None else segments[i])
               for i, (text, t) in enumerate(zip(instructions, stamps_s))]
     return Episode("mem", "joint_states", frames)
 
 
 def test_windows_stay_inside_one_instruction_and_no_gap():
-    # 0-6 "a" at 5 Hz, a 1 s gap before 7, 7-9 "a", 10-16 "b", 17-18 no instruction
+    # 0-6 "a" at 5 Hz, a 1 s gap before 7 (a new segment), 7-9 "a", 10-16 "b", 17-18 none
     texts = ["a"] * 10 + ["b"] * 7 + [""] * 2
     stamps = [0.2 * i for i in range(7)] + [2.2 + 0.2 * i for i in range(12)]
-    ep = episode(texts, stamps)
+    ep = episode(texts, stamps, segments=[0] * 7 + [1] * 12)
     assert segments(ep) == [(0, 7), (7, 10), (10, 17)]
     examples = episode_examples(ep, chunk_size=5)
     starts = [int(e.actions[0, 0]) for e in examples]
@@ -81,8 +81,10 @@ def test_examples_from_a_recorded_demonstration(tmp_path):
     examples, summary = load_examples([bag], chunk_size=5, progress=False, hz=5.0)
     ep = load_episode(bag, hz=5.0)
     assert len(ep) == 11  # the last frame has no next pose, so no action
-    assert summary[str(bag)] == {"frames": 11, "frames_with_instruction": 11, "examples": 7,
-                                 "action_source": "joint_states"}
+    assert summary[str(bag)] == {
+        "frames": 11, "frames_with_instruction": 11, "examples": 7,
+        "action_source": "joint_states", "notes": [],
+        "skipped": {"last frame (no next frame to measure the motion)": 1}}
     np.testing.assert_allclose(examples[3].actions, ep.actions[3:8])
     np.testing.assert_array_equal(examples[3].image, ep.frames[3].image)
     # a delta-EE action of a joint-space motion moves every dimension; the fingers close
