@@ -270,3 +270,13 @@ def test_info_cli_prints_counts_and_ids(tmp_path, reference):
     bad = subprocess.run([sys.executable, "-m", "llada_vla_ros.model.info",
                           str(tmp_path / "missing")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "not found" in bad.stderr
+
+
+def test_info_cli_names_a_refused_pickle(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not loaded")
+    out = subprocess.run([sys.executable, "-m", "llada_vla_ros.model.info", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert str(tmp_path / "pytorch_model.bin") in out.stderr and "pickle" in out.stderr
+    assert "safetensors" in out.stderr

@@ -9,7 +9,7 @@ _EXPORTS = {
     "LladaVlaConfig": ".configuration",
     "KVCache": ".modeling", "LladaVlaForActions": ".modeling", "Observation": ".modeling",
     "PrefixCache": ".modeling",
-    "LoadReport": ".checkpoint", "UnsafeCheckpointError": ".checkpoint",
+    "LoadReport": ".checkpoint", "UnsafeCheckpointError": ".files",
     "from_pretrained": ".checkpoint", "load_language_model_weights": ".checkpoint",
     "build_prompt_ids": ".processing", "build_tiny_tokenizer": ".processing",
     "preprocess_image": ".processing",

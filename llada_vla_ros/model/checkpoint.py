@@ -13,18 +13,18 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from .configuration import LladaVlaConfig
+from .files import PICKLE_SUFFIXES, UnsafeCheckpointError, refuse_pickle, safetensors_files
 from .modeling import LladaVlaForActions
 from .processing import load_text_tokenizer
 
 log = logging.getLogger(__name__)
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
@@ -39,45 +39,6 @@ OLMO_TOP = {"model.transformer.wte.weight": "model.embed_tokens.weight",
             "model.transformer.ff_out.weight": "lm_head.weight"}
 OLMO_BLOCK_RE = re.compile(r"model\.transformer\.blocks\.(\d+)\.(\w+)\.(weight|bias)")
 VOCAB_KEYS = ("model.embed_tokens.weight", "lm_head.weight")
-
-
-class UnsafeCheckpointError(ValueError):
-    """A pickle-based checkpoint (.bin/.pt/...) was offered; only safetensors are loaded."""
-
-
-def refuse_pickle(path: Path):
-    raise UnsafeCheckpointError(
-        f"refusing to load {path}: pickle checkpoints ({path.suffix}) can run arbitrary code "
-        "when loaded. Convert it to safetensors (in a trusted environment: "
-        "safetensors.torch.save_file(torch.load(path, weights_only=True), "
-        "'model.safetensors')) and load that.")
-
-
-def safetensors_files(path: Union[str, Path]) -> list:
-    """The safetensors files of a checkpoint file or directory (index, single or all)."""
-    path = Path(path)
-    if path.is_file():
-        if path.suffix in PICKLE_SUFFIXES:
-            refuse_pickle(path)
-        if path.suffix != ".safetensors":
-            raise ValueError(f"{path} is not a .safetensors file")
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        with open(index, encoding="utf-8") as f:
-            names = sorted(set(json.load(f)["weight_map"].values()))
-        return [path / n for n in names]
-    if (path / "model.safetensors").is_file():
-        return [path / "model.safetensors"]
-    files = sorted(path.glob("*.safetensors"))
-    if files:
-        return files
-    pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        refuse_pickle(pickles[0])
-    raise FileNotFoundError(f"no .safetensors weights in {path}")
 
 
 def resolve_dtype(torch_dtype, device) -> torch.dtype:

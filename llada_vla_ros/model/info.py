@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..action_tokenizer import STATS_FILE
+from .files import safetensors_files
 
 PARTS = (("vision_tower", "vision_tower."), ("mm_projector", "mm_projector."),
          ("backbone", "model."), ("lm_head", "lm_head."))
@@ -30,25 +31,13 @@ def read_header(path: Path) -> dict:
     return header
 
 
-def weight_files(directory: Path) -> list:
-    """The safetensors files of a checkpoint directory (sharded or not)."""
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
-        return [directory / n for n in sorted(set(shards))]
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no .safetensors weights in {directory}")
-    return files
-
-
 def describe(directory) -> dict:
     """Counts per part, dtypes and the action-token layout of a checkpoint directory."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {directory}")
     counts, dtypes = Counter(), Counter()
-    for f in weight_files(directory):
+    for f in safetensors_files(directory):  # a pickle is refused, naming it
         for name, meta in read_header(f).items():
             n = math.prod(meta["shape"])
             part = next((p for p, pre in PARTS if name.startswith(pre)), "other")
