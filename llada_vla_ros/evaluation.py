@@ -1,12 +1,14 @@
-"""Offline evaluation of a policy on a recorded bag (console script ``llada-vla-eval``).
+"""Offline evaluation of a policy on recorded bags (console script ``llada-vla-eval``).
 
-For every frame of the bag the policy is run on the image with the instruction in force; its
-first predicted action is compared with the recorded action (``bag.load_episode``). Reports:
-per-dimension MAE and RMSE in robot units, gripper accuracy (threshold 0.5), token accuracy
-when the policy exposes action tokens and a tokenizer, and the inference latency. Writes
-``report.json``, ``report.md``, ``report.html`` (with the plot embedded) and ``actions.png``.
+For every frame of each bag the policy is run on the image with the instruction in force;
+its first predicted action is compared with the recorded action (``bag.open_episode``).
+Frames stream one decoded image at a time, so memory does not grow with the length of a
+bag. Reports, over all bags and per bag: per-dimension MAE and RMSE in robot units, gripper
+accuracy (threshold 0.5), token accuracy when the policy exposes action tokens and a
+tokenizer, the inference latency, and the frames left out and why. Writes ``report.json``,
+``report.md``, ``report.html`` (with the plot embedded) and ``actions.png``.
 
-    llada-vla-eval BAG [--policy scripted|scripted:<csv>|<checkpoint dir>] [--out DIR]
+    llada-vla-eval BAG [BAG ...] [--policy scripted|scripted:<csv>|<checkpoint dir>] [--out DIR]
 """
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ def policy_tokenizer(policy):
 
 
 def run_policy(episode, policy, progress: bool = True) -> dict:
-    """Predict on every frame that has an instruction; arrays for ``compute_metrics``."""
+    """Predict on every frame that has an instruction; arrays for ``compute_metrics``.
+    ``episode``: an Episode or an EpisodeStream (frames decoded as they are used)."""
     from tqdm import tqdm
 
     from .policy import PolicyInputError
@@ -91,8 +94,10 @@ def run_policy(episode, policy, progress: bool = True) -> dict:
     tokenizer = policy_tokenizer(policy)
     out = {"t_s": [], "predicted": [], "recorded": [], "inference_ms": [],
            "predicted_tokens": [], "recorded_tokens": [], "skipped": {}}
-    t0 = episode.frames[0].stamp_ns if episode.frames else 0
-    for frame in tqdm(episode.frames, desc="frames", unit="frame", disable=not progress):
+    t0 = None
+    for frame in tqdm(episode, desc=Path(episode.bag).name, unit="frame", total=len(episode),
+                      disable=not progress):
+        t0 = frame.stamp_ns if t0 is None else t0
         if not frame.instruction.strip():
             _count(out["skipped"], "no instruction in force")
             continue
@@ -174,12 +179,33 @@ def _summary_lines(report: dict) -> list:
     ]
 
 
+def _bag_rows(report: dict) -> list:
+    """bag, action source, frames evaluated of frames with an action, mean MAE, gripper
+    accuracy, frames left out and why, notes on how it was opened."""
+    rows = []
+    for b in report["bags"]:
+        rows.append((b["bag"], b["action_source"], f"{b['frames']} of {b['frames_in_episode']}",
+                     f"{b['mae_mean']:.4g}" if "mae_mean" in b else "n/a",
+                     f"{b['gripper_accuracy']:.3f}" if "gripper_accuracy" in b else "n/a",
+                     "; ".join(f"{k}: {v}" for k, v in b["skipped"].items()) or "none",
+                     " ".join(b["notes"])))
+    return rows
+
+
+BAG_COLUMNS = ("bag", "action source", "frames", "mean MAE", "gripper accuracy", "skipped",
+               "notes")
+
+
 def write_markdown(path, report: dict) -> None:
     lines = ["# Offline evaluation", ""]
     lines += [f"- **{k}**: {v}" for k, v in _summary_lines(report)]
     lines += ["", "| dimension | unit | MAE | RMSE | token accuracy |",
               "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in _metric_rows(report["metrics"])]
+    lines += ["", "## Per bag", "", "| " + " | ".join(BAG_COLUMNS) + " |",
+              "|" + "---|" * len(BAG_COLUMNS)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |"
+              for row in _bag_rows(report)]
     lines += ["", f"![predicted vs recorded actions]({PLOT_FILE})", ""]
     Path(path).write_text("\n".join(lines), encoding="utf-8")
 
@@ -191,13 +217,17 @@ def write_html(path, report: dict, png_path) -> None:
                       for k, v in _summary_lines(report))
     rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
                    for row in _metric_rows(report["metrics"]))
+    bag_rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
+                       for row in _bag_rows(report))
     Path(path).write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Offline evaluation</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}</style></head><body>"
         f"<h1>Offline evaluation</h1><table>{summary}</table><h2>Per dimension</h2>"
         "<table><tr><th>dimension</th><th>unit</th><th>MAE</th><th>RMSE</th>"
-        f"<th>token accuracy</th></tr>{rows}</table><h2>Predicted vs recorded</h2>"
+        f"<th>token accuracy</th></tr>{rows}</table><h2>Per bag</h2>"
+        f"<table><tr>{''.join(f'<th>{e(c)}</th>' for c in BAG_COLUMNS)}</tr>{bag_rows}</table>"
+        "<h2>Predicted vs recorded</h2>"
         f"<img alt='predicted vs recorded actions' src='data:image/png;base64,{png}'>"
         "</body></html>", encoding="utf-8")
 
@@ -211,6 +241,7 @@ def write_reports(out_dir, report: dict, run: dict) -> dict:
     plot_actions(paths["png"], run["t_s"], run["predicted"], run["recorded"],
                  title=f"{report['model_id']} on {Path(report['bag']).name}")
     full = dict(report, per_frame={"t_s": list(run["t_s"]),
+                                   "bag_index": list(run["bag_index"]),
                                    "predicted": run["predicted"].tolist(),
                                    "recorded": run["recorded"].tolist(),
                                    "inference_ms": list(run["inference_ms"])})
@@ -221,11 +252,32 @@ def write_reports(out_dir, report: dict, run: dict) -> dict:
 
 
 def evaluate(episode, policy, policy_spec: str = "", progress: bool = True) -> tuple:
-    """Run ``policy`` on ``episode``; returns (report dict, per-frame arrays)."""
-    run = run_policy(episode, policy, progress=progress)
+    """Run ``policy`` on one episode; returns (report dict, per-frame arrays)."""
+    return evaluate_bags([episode], policy, policy_spec, progress)
+
+
+def evaluate_bags(episodes, policy, policy_spec: str = "", progress: bool = True) -> tuple:
+    """Run ``policy`` on each episode (Episode or EpisodeStream) in turn; returns (report
+    dict: metrics over every frame plus a summary per bag, per-frame arrays of all bags)."""
+    runs, bags = [], []
+    for episode in episodes:
+        run = run_policy(episode, policy, progress=progress)
+        skipped = {f"no recorded action: {why}": n for why, n in episode.skipped.items()}
+        skipped.update(run["skipped"])
+        summary = {"bag": episode.bag, "action_source": episode.action_source,
+                   "frames_in_episode": len(episode), "frames": len(run["predicted"]),
+                   "skipped": skipped, "notes": list(episode.notes)}
+        if len(run["predicted"]):
+            m = compute_metrics(run["predicted"], run["recorded"])
+            summary.update(mae_mean=float(np.mean(list(m["mae"].values()))),
+                           gripper_accuracy=m["gripper_accuracy"])
+        runs.append(run)
+        bags.append(summary)
+    run = _concatenate(runs)
     if len(run["predicted"]) == 0:
-        raise ValueError(f"{episode.bag}: no frame could be evaluated (skipped: "
-                         f"{run['skipped'] or 'no frames with a recorded action'}); "
+        skipped = {k: v for b in bags for k, v in b["skipped"].items()}
+        raise ValueError(f"{', '.join(b['bag'] for b in bags)}: no frame could be evaluated "
+                         f"(skipped: {skipped or 'no frames with a recorded action'}); "
                          "give --instruction if the bag has no instruction")
     metrics = compute_metrics(run["predicted"], run["recorded"],
                               inference_ms=run["inference_ms"],
@@ -236,25 +288,50 @@ def evaluate(episode, policy, policy_spec: str = "", progress: bool = True) -> t
         note = ("not available: the policy exposes no action tokens" if
                 policy_tokenizer(policy) is None else
                 "not available: the policy returned no tokens")
-    report = {"bag": episode.bag, "policy": policy_spec, "model_id": policy.model_id,
-              "action_source": episode.action_source, "frames_in_episode": len(episode),
-              "skipped": run["skipped"], "token_accuracy_note": note, "metrics": metrics}
+    skipped: dict = {}
+    for b in bags:
+        for why, n in b["skipped"].items():
+            skipped[why] = skipped.get(why, 0) + n
+    report = {"bag": bags[0]["bag"] if len(bags) == 1 else f"{len(bags)} bags",
+              "bags": bags, "policy": policy_spec, "model_id": policy.model_id,
+              "action_source": ", ".join(sorted({b["action_source"] for b in bags})),
+              "frames_in_episode": sum(b["frames_in_episode"] for b in bags),
+              "skipped": skipped, "token_accuracy_note": note, "metrics": metrics}
     return report, run
+
+
+def _concatenate(runs: list) -> dict:
+    """The per-frame arrays of several runs end to end (time continues across bags)."""
+    out = {"t_s": [], "bag_index": [], "inference_ms": []}
+    offset = 0.0
+    for i, run in enumerate(runs):
+        out["t_s"] += [offset + t for t in run["t_s"]]
+        out["bag_index"] += [i] * len(run["t_s"])
+        out["inference_ms"] += run["inference_ms"]
+        offset = (out["t_s"][-1] + 1.0) if out["t_s"] else offset
+    for key in ("predicted", "recorded"):
+        out[key] = np.concatenate([r[key] for r in runs]).reshape(-1, len(DIM_NAMES))
+    with_tokens = all(r["predicted_tokens"] is not None for r in runs if len(r["predicted"]))
+    for key in ("predicted_tokens", "recorded_tokens"):
+        out[key] = (np.concatenate([r[key] for r in runs if len(r["predicted"])])
+                    if with_tokens and len(out["predicted"]) else None)
+    return out
 
 
 # --- command line ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .bag import add_episode_arguments
+    from .bag import add_bag_arguments, add_episode_arguments
 
     p = argparse.ArgumentParser(
         prog="llada-vla-eval",
         description="Compare a policy's first predicted action with the actions recorded in "
-                    "a rosbag2 bag (ActionChunk messages, or joint states via FK).")
-    p.add_argument("bag", help="rosbag2 bag directory")
+                    "rosbag2 bags (ActionChunk messages, or joint states via FK).")
+    add_bag_arguments(p, "; several bags give one report with a summary per bag")
     p.add_argument("--policy", default="scripted",
                    help="scripted | scripted:<table.csv> | LLaDA-VLA checkpoint directory")
-    p.add_argument("--out", help="report directory (default: ./<bag name>_eval)")
+    p.add_argument("--out", help="report directory (default: ./<bag name>_eval, or "
+                                 "./llada_vla_eval for several bags)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
     p.add_argument("--unnorm-key", default=None, help="dataset key of the action statistics")
@@ -265,20 +342,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .bag import BagError, episode_options, load_episode
+    from .bag import BagError, episode_options, find_bags, open_episode
     from .policy import load_policy
 
     try:
-        episode = load_episode(args.bag, **episode_options(args))
+        bags = find_bags(args.bags)
+        # the policy first: a bad --policy is reported before any bag is read
         policy = load_policy(args.policy, device=args.device, dtype=args.dtype,
                              unnorm_key=args.unnorm_key)
-        report, run = evaluate(episode, policy, policy_spec=args.policy,
-                               progress=not args.quiet)
+        # then every bag's topics and labels, before the first image is decoded
+        episodes = [open_episode(bag, **episode_options(args)) for bag in bags]
+        report, run = evaluate_bags(episodes, policy, policy_spec=args.policy,
+                                    progress=not args.quiet)
     except (BagError, FileNotFoundError, ValueError) as exc:
         print(f"llada-vla-eval: error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path.cwd() / f"{Path(args.bag).name}_eval"
-    paths = write_reports(out, report, run)
+    name = f"{Path(args.bags[0]).name}_eval" if len(args.bags) == 1 else "llada_vla_eval"
+    paths = write_reports(Path(args.out) if args.out else Path.cwd() / name, report, run)
+    for row in _bag_rows(report):
+        print(f"{row[0]}: {row[2]} frames evaluated; mean MAE {row[3]}; gripper accuracy "
+              f"{row[4]}; skipped: {row[5]}" + (f"; {row[6]}" if row[6] else ""))
     m = report["metrics"]
     print(f"{m['frames']} frames; MAE " +
           " ".join(f"{k}={v:.4g}" for k, v in m["mae"].items()) +

@@ -25,20 +25,22 @@ def header(stamp_ns):
     return {"stamp": {"sec": stamp_ns // SEC, "nanosec": stamp_ns % SEC}, "frame_id": "cam"}
 
 
-def make_bag(path, storage="sqlite3"):
+def make_bag(path, storage="sqlite3", frames=N_FRAMES, shape=(6, 8)):
     """Frame i records the scripted policy's i-th first action + OFFSET (gripper flipped)."""
     table = ScriptedPolicy.default().table
+    h, w = shape
+    path.parent.mkdir(parents=True, exist_ok=True)
     with BagWriter(path, storage=storage) as bag:
         bag.add_topic(topics.IMAGE, topics.IMAGE_TYPE)
         bag.add_topic(topics.INSTRUCTION, topics.INSTRUCTION_TYPE, latched=True)
         bag.add_topic(topics.ACTION_CHUNK, topics.ACTION_CHUNK_TYPE)
         bag.write_message(topics.INSTRUCTION, 0, {"data": "draw a square"})
-        for i in range(N_FRAMES):
+        for i in range(frames):
             t = SEC + i * SEC // 5
-            image = np.full((6, 8, 3), 10 * i, np.uint8)
+            image = np.full((h, w, 3), (10 * i) % 256, np.uint8)
             bag.write_message(topics.IMAGE, t, {
-                "header": header(t), "height": 6, "width": 8, "encoding": "rgb8",
-                "step": 24, "data": image.ravel()})
+                "header": header(t), "height": h, "width": w, "encoding": "rgb8",
+                "step": 3 * w, "data": image.ravel()})
             actions = table[(5 * i + np.arange(5)) % len(table)] + OFFSET
             if i in FLIPPED:
                 actions[0, 6] = 1.0 - actions[0, 6]
@@ -167,3 +169,78 @@ def test_token_accuracy_with_tokenizer(tmp_path):
     assert per_dim["dx"] == pytest.approx(expected[:, 0].mean())
     assert per_dim["gripper"] == pytest.approx(expected[:, 6].mean())
     assert report["token_accuracy_note"] == ""
+
+
+# --- several bags, streaming, errors first ----------------------------------------------------
+
+def test_several_bags_and_a_directory_of_bags(tmp_path, capsys):
+    root = tmp_path / "trials"
+    make_bag(root / "a")
+    make_bag(root / "b", storage="mcap")
+    (root / "b" / "metadata.yaml").unlink()  # a recording that did not finish
+    out = tmp_path / "report"
+    assert main([str(root), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{root / 'a'}: 8 of 8 frames evaluated" in printed
+    assert f"{root / 'b'}: 8 of 8 frames evaluated" in printed and "no metadata.yaml" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["bag"] == "2 bags" and report["metrics"]["frames"] == 2 * N_FRAMES
+    assert [b["bag"] for b in report["bags"]] == [str(root / "a"), str(root / "b")]
+    for b in report["bags"]:  # the same recording twice: the same errors per bag
+        assert b["gripper_accuracy"] == pytest.approx(EXPECTED_GRIPPER_ACCURACY)
+    np.testing.assert_allclose(list(report["metrics"]["mae"].values()), EXPECTED_MAE,
+                               rtol=1e-4, atol=1e-7)
+    assert report["per_frame"]["bag_index"] == [0] * N_FRAMES + [1] * N_FRAMES
+    t = report["per_frame"]["t_s"]
+    assert t == sorted(t)  # the second bag's time follows the first's
+    assert "## Per bag" in (out / "report.md").read_text()
+    # the same bags named one by one
+    assert main([str(root / "a"), str(root / "b"), "--out", str(tmp_path / "r2"),
+                 "--quiet"]) == 0
+    again = json.loads((tmp_path / "r2" / "report.json").read_text())
+    assert [b["bag"] for b in again["bags"]] == [b["bag"] for b in report["bags"]]
+    assert again["metrics"]["mae"] == report["metrics"]["mae"]
+
+
+def test_bad_policy_is_reported_before_the_bag_is_decoded(tmp_path, capsys, monkeypatch):
+    make_bag(tmp_path / "bag")
+    from llada_vla_ros.data import episode
+
+    def no_decoding(self, *args):
+        raise AssertionError("an image was decoded before the policy was checked")
+
+    monkeypatch.setattr(episode.EpisodeStream, "_decode", no_decoding)
+    assert main([str(tmp_path / "bag"), "--policy", str(tmp_path / "no_ckpt"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint directory not found" in err and str(tmp_path / "no_ckpt") in err
+    assert main([str(tmp_path / "missing_bag"), "--policy", "/no/ckpt", "--quiet"]) == 2
+    assert "missing_bag: bag not found" in capsys.readouterr().err  # both cheap: bag first
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_memory_stays_bounded_while_the_bag_grows(tmp_path, storage):
+    """Peak traced memory of evaluating a 240-frame bag is close to that of a 30-frame
+    bag: frames stream one at a time (holding them would add 210 x 57.6 KB = 12 MB)."""
+    import tracemalloc
+
+    from llada_vla_ros.bag import open_episode
+    from llada_vla_ros.evaluation import evaluate_bags
+
+    h, w = 120, 160
+    for n in (10, 30, 240):
+        make_bag(tmp_path / f"bag{n}", storage=storage, frames=n, shape=(h, w))
+
+    def peak(n):
+        tracemalloc.start()
+        try:
+            evaluate_bags([open_episode(tmp_path / f"bag{n}")], ScriptedPolicy.default(),
+                          progress=False)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(10)  # one-time allocations (caches, lazy imports)
+    small, big = peak(30), peak(240)
+    frame_bytes = h * w * 3
+    # what grows: ~1 KB of results per frame; mcap reads 1 MiB chunks
+    assert big - small < 0.2 * 210 * frame_bytes, (small, big)
