@@ -3,6 +3,8 @@
     llada-vla-train BAG [BAG ...] --init CKPT_DIR --out OUT_DIR [--steps 1000] [--hz 5]
     llada-vla-train BAG [BAG ...] --init tiny --out OUT_DIR     # a fresh tiny model (CPU)
 
+A BAG is a bag (also split, or without metadata.yaml) or a directory of bags.
+
 Examples come from ``dataset.load_examples`` (each frame with an instruction and the next
 chunk_size actions the arm made, from its joint states, at ``--hz``, 5 = the control rate,
 by default). The action
@@ -74,10 +76,10 @@ def plot_losses(path, losses) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .bag import add_episode_arguments
+    from .bag import add_bag_arguments, add_episode_arguments
 
     p = argparse.ArgumentParser(prog="llada-vla-train", description=__doc__.split("\n")[0])
-    p.add_argument("bags", nargs="+", help="rosbag2 bag directories (one episode each)")
+    add_bag_arguments(p, " (one episode per bag)")
     p.add_argument("--init", required=True,
                    help="LLaDA-VLA checkpoint directory to start from, or 'tiny'")
     p.add_argument("--out", required=True, help="output checkpoint directory")
@@ -123,21 +125,27 @@ def check_args(args) -> None:
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     from .action_tokenizer import STATS_FILE, NormStats
-    from .bag import BagError, episode_options
+    from .bag import BagError, episode_options, find_bags
     from .dataset import load_examples
     from .training import action_tokenizer_for, train
 
     start = time.perf_counter()
     try:
         check_args(args)
+        bags = find_bags(args.bags)
         model = init_model(args.init, args.device, args.dtype)
-        examples, summary = load_examples(args.bags, model.config.chunk_size,
+        examples, summary = load_examples(bags, model.config.chunk_size,
                                           progress=not args.quiet, **episode_options(args))
         stats = NormStats.from_actions(np.stack([e.actions for e in examples]))
         tokenizer = action_tokenizer_for(model.config, stats, args.unnorm_key)
     except (BagError, FileNotFoundError, ValueError) as exc:
         print(f"llada-vla-train: error: {exc}", file=sys.stderr)
         return 2
+    for bag, s in summary.items():
+        skipped = "; ".join(f"{why}: {n}" for why, n in s["skipped"].items()) or "none"
+        print(f"{bag}: {s['examples']} examples from {s['frames']} frames "
+              f"({s['action_source']}); frames without an action: {skipped}"
+              + "".join(f"; {note}" for note in s["notes"]), flush=True)
     if args.freeze_vision:
         model.vision_tower.requires_grad_(False)
     print(f"{len(examples)} examples from {len(summary)} bag(s); training "

@@ -167,3 +167,19 @@ def test_bag_without_instruction_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(bag) in err and "0 with an instruction" in err and "--instruction" in err
     assert main(args + ["--instruction", "wave", "--steps", "2"]) == 0
+
+
+def test_a_directory_of_bags_with_a_summary_per_bag(demo_bags, tmp_path, capsys):
+    root = demo_bags[0].parent
+    out = tmp_path / "o"
+    assert main([str(root), "--init", "tiny", "--out", str(out), "--steps", "2",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for bag in sorted(demo_bags):
+        assert (f"{bag}: 5 examples from 9 frames (joint_states); frames without an action: "
+                "last frame (no next frame to measure the motion): 1") in printed
+    log = json.loads((out / "train_log.json").read_text())
+    assert list(log["bags"]) == [str(b) for b in sorted(demo_bags)]
+    assert main([str(tmp_path / "nothing_here"), "--init", "tiny", "--out",
+                 str(tmp_path / "o2"), "--quiet"]) == 2
+    assert "nothing_here: bag not found" in capsys.readouterr().err
