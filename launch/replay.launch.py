@@ -18,7 +18,20 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
 from llada_vla_ros import topics
-from llada_vla_ros.launch_args import as_bool, policy_launch_arguments
+from llada_vla_ros.launch_args import as_bool, policy_launch_arguments, require_rosbag2
+
+
+def _input_storage(bag):
+    """storage_identifier of a bag directory; RuntimeError when ros2 bag play cannot open it."""
+    import yaml
+
+    meta = os.path.join(bag, 'metadata.yaml')
+    if not os.path.isfile(meta):
+        raise RuntimeError(f'{bag} has no metadata.yaml (a recording that did not finish?): '
+                           f'rebuild it with ros2 bag reindex {bag} (-s mcap for an mcap bag), '
+                           'then replay; llada-vla-eval reads such a bag as it is')
+    with open(meta) as f:
+        return yaml.safe_load(f)['rosbag2_bagfile_information']['storage_identifier']
 
 
 def launch_setup(context):
@@ -28,6 +41,9 @@ def launch_setup(context):
     bag = os.path.abspath(os.path.expanduser(arg('bag')))
     if not os.path.isdir(bag):
         raise RuntimeError(f'bag not found: {bag} (give the bag directory)')
+    require_rosbag2(_input_storage(bag), 'replay.launch.py (ros2 bag play)', 'then replay')
+    if as_bool(arg('record')):
+        require_rosbag2(arg('bag_storage'), 'record:=true', 'or replay with record:=false')
     robot_name = arg('robot_name')
     image_topic = arg('image_topic')
     instruction_topic = arg('instruction_topic')
@@ -54,7 +70,7 @@ def launch_setup(context):
         play_cmd += ['--clock', '100']
     play_cmd += ['--topics', image_topic, instruction_topic,
                  topics.robot_topic(robot_name, topics.JOINT_STATES)]
-    on_exit = []
+    on_exit = None  # an empty list crashes launch's OnProcessExit when the player exits
     if as_bool(arg('shutdown_when_done')):
         on_exit = [TimerAction(period=2.0, actions=[Shutdown(reason='bag played')])]
     play = ExecuteProcess(cmd=play_cmd, name='bag_play', output='screen', on_exit=on_exit)

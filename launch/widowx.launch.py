@@ -13,24 +13,21 @@ import time
 
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription,
-                            OpaqueFunction)
+                            OpaqueFunction, Shutdown)
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from llada_vla_ros import topics
-from llada_vla_ros.launch_args import as_bool, policy_launch_arguments
+from llada_vla_ros.launch_args import (as_bool, package_share, policy_launch_arguments,
+                                      require_rosbag2)
 
 PACKAGE = 'llada_vla_ros'
 
 
 def _share(package):
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        return get_package_share_directory(package)
-    except (ImportError, LookupError, OSError):  # not found, or no ament index at all
-        raise RuntimeError(f'package {package} is not installed; install it, or leave its part '
-                           'out (camera:=false / arm:=false) or use sim:=true') from None
+    return package_share(package, 'install it, or leave its part out (camera:=false / '
+                                  'arm:=false) or use sim:=true')
 
 
 def launch_setup(context):
@@ -82,13 +79,17 @@ def launch_setup(context):
                 instruction_topic=topics.INSTRUCTION)))
 
     if as_bool(arg('record')):
+        require_rosbag2(arg('bag_storage'), 'record:=true',
+                        'or launch with record:=false')
         bag_dir = os.path.expanduser(arg('bag_dir'))
         os.makedirs(bag_dir, exist_ok=True)
         bag = os.path.join(bag_dir, time.strftime('llada_vla_%Y%m%d_%H%M%S'))
         recorded = list(topics.recorded_topics(robot_name, image_topic, topics.INSTRUCTION))
+        # A trial must not go on unrecorded: the launch ends when the recorder does.
         actions.append(ExecuteProcess(
             cmd=['ros2', 'bag', 'record', '-o', bag, '-s', arg('bag_storage')] + recorded,
-            name='bag_record', output='screen'))
+            name='bag_record', output='screen',
+            on_exit=[Shutdown(reason='the bag recorder exited (record:=true)')]))
     return actions
 
 

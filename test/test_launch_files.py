@@ -7,6 +7,7 @@ the real Humble/Jazzy classes accept.
 import ast
 import importlib.util
 import re
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -189,6 +190,33 @@ def stub(name, keywords=(), base=Stub):
     return type(name, (base,), {"KEYWORDS": set(keywords)})
 
 
+class ExecuteProcess(Stub):
+    KEYWORDS = {"cmd", "name", "output", "on_exit", "cwd", "env", "shell"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # launch's OnActionEventBase keeps a non-empty list or a callable; an empty list
+        # leaves it without a handler, and ros2 launch crashes when the process exits:
+        # 'OnProcessExit' object has no attribute '_OnActionEventBase__on_event'
+        assert kwargs.get("on_exit") != [], "on_exit=[] crashes ros2 launch; pass None"
+
+
+def fake_ament_prefix(monkeypatch, tmp_path, *packages):
+    """An ament index in which exactly ``packages`` are installed (as colcon/apt install)."""
+    prefix = tmp_path / "ament_prefix"
+    shutil.rmtree(prefix, ignore_errors=True)
+    index = prefix / "share" / "ament_index" / "resource_index" / "packages"
+    index.mkdir(parents=True)
+    for package in packages:
+        (index / package).write_text("")
+        (prefix / "share" / package).mkdir(exist_ok=True)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    return prefix
+
+
+ROSBAG2 = ("ros2bag", "rosbag2_storage_default_plugins", "rosbag2_storage_mcap")
+
+
 class LaunchConfiguration(Stub):
     KEYWORDS = {"default"}
 
@@ -202,8 +230,7 @@ def install_stubs(monkeypatch):
         "launch.actions": {
             "DeclareLaunchArgument": stub("DeclareLaunchArgument",
                                           {"default_value", "description", "choices"}),
-            "ExecuteProcess": stub("ExecuteProcess", {"cmd", "name", "output", "on_exit",
-                                                      "cwd", "env", "shell"}),
+            "ExecuteProcess": ExecuteProcess,
             "IncludeLaunchDescription": stub("IncludeLaunchDescription",
                                              {"launch_arguments", "condition"}),
             "OpaqueFunction": stub("OpaqueFunction", {"function", "args", "kwargs"}),
@@ -270,6 +297,7 @@ def parameter_overrides(node):
 
 
 def test_widowx_sim_with_recorder(monkeypatch, tmp_path):
+    fake_ament_prefix(monkeypatch, tmp_path, *ROSBAG2)
     actions = run_setup("widowx.launch.py", monkeypatch, sim="true", record="true",
                         bag_dir=str(tmp_path), bag_storage="mcap",
                         instruction="pick up the cup", camera_namespace="cam", camera_name="d435")
@@ -283,12 +311,15 @@ def test_widowx_sim_with_recorder(monkeypatch, tmp_path):
     [record] = of_type(actions, "ExecuteProcess")
     cmd = record.kwargs["cmd"]
     assert cmd[:3] == ["ros2", "bag", "record"] and cmd[5:7] == ["-s", "mcap"]
+    [shutdown] = record.kwargs["on_exit"]  # no trial goes on unrecorded
+    assert type(shutdown).__name__ == "Shutdown"
     assert Path(cmd[4]).parent == tmp_path and Path(cmd[4]).name.startswith("llada_vla_")
     expected = topics.recorded_topics(image_topic="/cam/d435/color/image_raw")
     assert sorted(cmd[7:]) == sorted(expected)
 
 
 def test_widowx_records_demonstrations_without_the_policy(monkeypatch, tmp_path):
+    fake_ament_prefix(monkeypatch, tmp_path, *ROSBAG2)
     actions = run_setup("widowx.launch.py", monkeypatch, sim="true", record="true",
                         policy="false", bag_dir=str(tmp_path))
     assert not of_type(actions, "IncludeLaunchDescription")  # no policy node
@@ -318,9 +349,16 @@ def test_policy_launch_empty_arguments_keep_the_params_file(monkeypatch):
         run_setup("policy.launch.py", monkeypatch, execute="maybe")
 
 
-def test_replay_plays_inputs_and_records_outputs(monkeypatch, tmp_path):
-    bag = tmp_path / "demo"
+def write_metadata(bag, storage="sqlite3"):
     bag.mkdir()
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(
+        {"rosbag2_bagfile_information": {"version": 8, "storage_identifier": storage}}))
+
+
+def test_replay_plays_inputs_and_records_outputs(monkeypatch, tmp_path):
+    fake_ament_prefix(monkeypatch, tmp_path, *ROSBAG2)
+    bag = tmp_path / "demo"
+    write_metadata(bag)
     actions = run_setup("replay.launch.py", monkeypatch, bag=str(bag), rate="2.0")
     [include] = of_type(actions, "IncludeLaunchDescription")
     params = parameter_overrides(policy_node_from_include(include, monkeypatch))
@@ -335,6 +373,55 @@ def test_replay_plays_inputs_and_records_outputs(monkeypatch, tmp_path):
     assert cmd[cmd.index("--rate") + 1] == "2.0"
     assert cmd[cmd.index("--topics") + 1:] == [topics.IMAGE, topics.INSTRUCTION,
                                                "/wx250s/joint_states"]
-    assert play.kwargs["on_exit"]
+    [timer] = play.kwargs["on_exit"]
+    assert type(timer.kwargs["actions"][0]).__name__ == "Shutdown"
     with pytest.raises(RuntimeError, match="bag not found"):
         run_setup("replay.launch.py", monkeypatch, bag=str(tmp_path / "missing"))
+
+
+def test_replay_without_shutdown_when_done(monkeypatch, tmp_path):
+    """on_exit=[] crashed ros2 launch when ros2 bag play exited; None is no handler."""
+    fake_ament_prefix(monkeypatch, tmp_path, *ROSBAG2)
+    bag = tmp_path / "demo"
+    write_metadata(bag)
+    actions = run_setup("replay.launch.py", monkeypatch, bag=str(bag),
+                        shutdown_when_done="false")
+    [timer] = of_type(actions, "TimerAction")
+    [play] = timer.kwargs["actions"]
+    assert play.kwargs["on_exit"] is None
+
+
+@pytest.mark.parametrize("installed, storage, missing", [
+    ((), "sqlite3", "ros2bag and rosbag2_storage_sqlite3 is not installed"),
+    (("ros2bag", "rosbag2_storage_default_plugins"), "mcap",
+     "rosbag2_storage_mcap is not installed"),
+    (("ros2bag", "rosbag2_storage_mcap"), "sqlite3", "rosbag2_storage_sqlite3 is not"),
+])
+def test_recording_refused_at_launch_without_rosbag2(monkeypatch, tmp_path, installed,
+                                                     storage, missing):
+    """Instead of `ros2: error: invalid choice: 'bag'` while the robot runs unrecorded."""
+    fake_ament_prefix(monkeypatch, tmp_path, *installed)
+    with pytest.raises(RuntimeError, match=f"record:=true needs rosbag2 .*{missing}.* "
+                                           "sudo apt install ros-.*record:=false"):
+        run_setup("widowx.launch.py", monkeypatch, sim="true", record="true",
+                  bag_storage=storage, bag_dir=str(tmp_path / "bags"))
+    assert not (tmp_path / "bags").exists()
+    actions = run_setup("widowx.launch.py", monkeypatch, sim="true", bag_storage=storage)
+    assert not of_type(actions, "ExecuteProcess")  # record:=false needs no rosbag2
+
+
+def test_replay_refused_without_rosbag2_or_metadata(monkeypatch, tmp_path):
+    bag = tmp_path / "demo"
+    write_metadata(bag, storage="mcap")
+    fake_ament_prefix(monkeypatch, tmp_path, "ros2bag", "rosbag2_storage_default_plugins")
+    with pytest.raises(RuntimeError, match=r"replay.launch.py \(ros2 bag play\) needs rosbag2 "
+                                           "with its mcap storage plugin"):
+        run_setup("replay.launch.py", monkeypatch, bag=str(bag))
+    fake_ament_prefix(monkeypatch, tmp_path, "ros2bag", "rosbag2_storage_mcap")
+    with pytest.raises(RuntimeError, match="record:=true needs rosbag2 with its sqlite3"):
+        run_setup("replay.launch.py", monkeypatch, bag=str(bag))  # the output bag
+    assert run_setup("replay.launch.py", monkeypatch, bag=str(bag), record="false")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    with pytest.raises(RuntimeError, match=f"no metadata.yaml .*ros2 bag reindex {crashed}"):
+        run_setup("replay.launch.py", monkeypatch, bag=str(crashed))

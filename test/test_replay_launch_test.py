@@ -68,6 +68,9 @@ def write_input_bag(path, seconds=8, hz=10):
 def generate_test_description():
     if NOT_READY:
         pytest.skip(NOT_READY)
+    from llada_vla_ros.launch_args import is_installed
+    if not is_installed("ros2bag"):
+        pytest.skip("rosbag2 is not installed (sudo apt install ros-$ROS_DISTRO-rosbag2)")
     work = Path(tempfile.mkdtemp(prefix="replay_launch_test_"))
     write_input_bag(work / "input")
     include = launch.actions.IncludeLaunchDescription(

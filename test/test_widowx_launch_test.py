@@ -46,6 +46,9 @@ TIMEOUT_S = 60.0
 def generate_test_description():
     if NOT_READY:
         pytest.skip(NOT_READY)
+    from llada_vla_ros.launch_args import is_installed
+    if not is_installed("ros2bag"):
+        pytest.skip("rosbag2 is not installed (sudo apt install ros-$ROS_DISTRO-rosbag2)")
     bag_dir = tempfile.mkdtemp(prefix="widowx_launch_test_")
     include = launch.actions.IncludeLaunchDescription(
         launch.launch_description_sources.PythonLaunchDescriptionSource(
