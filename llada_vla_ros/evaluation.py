@@ -172,6 +172,8 @@ def _summary_lines(report: dict) -> list:
         ("action source", report["action_source"]),
         ("frames evaluated", f"{m['frames']} of {report['frames_in_episode']}"),
         ("skipped", ", ".join(f"{k}: {v}" for k, v in report["skipped"].items()) or "none"),
+        ("frames without a recorded action", ", ".join(
+            f"{k}: {v}" for k, v in report["frames_without_action"].items()) or "none"),
         ("gripper accuracy", f"{m['gripper_accuracy']:.3f}"),
         ("token accuracy", report["token_accuracy_note"] if tok is None else f"{tok:.3f}"),
         ("latency ms (median / p90 / max)",
@@ -181,19 +183,21 @@ def _summary_lines(report: dict) -> list:
 
 def _bag_rows(report: dict) -> list:
     """bag, action source, frames evaluated of frames with an action, mean MAE, gripper
-    accuracy, frames left out and why, notes on how it was opened."""
+    accuracy, frames skipped and why, frames without an action and why, how it was opened."""
     rows = []
     for b in report["bags"]:
         rows.append((b["bag"], b["action_source"], f"{b['frames']} of {b['frames_in_episode']}",
                      f"{b['mae_mean']:.4g}" if "mae_mean" in b else "n/a",
                      f"{b['gripper_accuracy']:.3f}" if "gripper_accuracy" in b else "n/a",
                      "; ".join(f"{k}: {v}" for k, v in b["skipped"].items()) or "none",
+                     "; ".join(f"{k}: {v}" for k, v in b["frames_without_action"].items())
+                     or "none",
                      " ".join(b["notes"])))
     return rows
 
 
 BAG_COLUMNS = ("bag", "action source", "frames", "mean MAE", "gripper accuracy", "skipped",
-               "notes")
+               "without an action", "notes")
 
 
 def write_markdown(path, report: dict) -> None:
@@ -262,11 +266,11 @@ def evaluate_bags(episodes, policy, policy_spec: str = "", progress: bool = True
     runs, bags = [], []
     for episode in episodes:
         run = run_policy(episode, policy, progress=progress)
-        skipped = {f"no recorded action: {why}": n for why, n in episode.skipped.items()}
-        skipped.update(run["skipped"])
         summary = {"bag": episode.bag, "action_source": episode.action_source,
                    "frames_in_episode": len(episode), "frames": len(run["predicted"]),
-                   "skipped": skipped, "notes": list(episode.notes)}
+                   "skipped": run["skipped"],
+                   "frames_without_action": dict(episode.skipped),
+                   "notes": list(episode.notes)}
         if len(run["predicted"]):
             m = compute_metrics(run["predicted"], run["recorded"])
             summary.update(mae_mean=float(np.mean(list(m["mae"].values()))),
@@ -275,10 +279,12 @@ def evaluate_bags(episodes, policy, policy_spec: str = "", progress: bool = True
         bags.append(summary)
     run = _concatenate(runs)
     if len(run["predicted"]) == 0:
-        skipped = {k: v for b in bags for k, v in b["skipped"].items()}
+        skipped = _add_counts(b["skipped"] for b in bags)
+        missing = _add_counts(b["frames_without_action"] for b in bags)
         raise ValueError(f"{', '.join(b['bag'] for b in bags)}: no frame could be evaluated "
-                         f"(skipped: {skipped or 'no frames with a recorded action'}); "
-                         "give --instruction if the bag has no instruction")
+                         f"(skipped: {skipped or 'no frames with a recorded action'}; frames "
+                         f"without an action: {missing or 'none'}); give --instruction if "
+                         "the bag has no instruction")
     metrics = compute_metrics(run["predicted"], run["recorded"],
                               inference_ms=run["inference_ms"],
                               predicted_tokens=run["predicted_tokens"],
@@ -288,16 +294,22 @@ def evaluate_bags(episodes, policy, policy_spec: str = "", progress: bool = True
         note = ("not available: the policy exposes no action tokens" if
                 policy_tokenizer(policy) is None else
                 "not available: the policy returned no tokens")
-    skipped: dict = {}
-    for b in bags:
-        for why, n in b["skipped"].items():
-            skipped[why] = skipped.get(why, 0) + n
     report = {"bag": bags[0]["bag"] if len(bags) == 1 else f"{len(bags)} bags",
               "bags": bags, "policy": policy_spec, "model_id": policy.model_id,
               "action_source": ", ".join(sorted({b["action_source"] for b in bags})),
               "frames_in_episode": sum(b["frames_in_episode"] for b in bags),
-              "skipped": skipped, "token_accuracy_note": note, "metrics": metrics}
+              "skipped": _add_counts(b["skipped"] for b in bags),
+              "frames_without_action": _add_counts(b["frames_without_action"] for b in bags),
+              "token_accuracy_note": note, "metrics": metrics}
     return report, run
+
+
+def _add_counts(counters) -> dict:
+    total: dict = {}
+    for counter in counters:
+        for why, n in counter.items():
+            total[why] = total.get(why, 0) + n
+    return total
 
 
 def _concatenate(runs: list) -> dict:
@@ -361,7 +373,8 @@ def main(argv: Optional[list] = None) -> int:
     paths = write_reports(Path(args.out) if args.out else Path.cwd() / name, report, run)
     for row in _bag_rows(report):
         print(f"{row[0]}: {row[2]} frames evaluated; mean MAE {row[3]}; gripper accuracy "
-              f"{row[4]}; skipped: {row[5]}" + (f"; {row[6]}" if row[6] else ""))
+              f"{row[4]}; skipped: {row[5]}; without an action: {row[6]}"
+              + (f"; {row[7]}" if row[7] else ""))
     m = report["metrics"]
     print(f"{m['frames']} frames; MAE " +
           " ".join(f"{k}={v:.4g}" for k, v in m["mae"].items()) +

@@ -73,6 +73,10 @@ def test_record_live_run_then_evaluate_it(storage, tmp_path):
     assert set(report["skipped"]) <= {"no instruction in force"}
     assert report["metrics"]["frames"] + sum(report["skipped"].values()) == len(episode)
     assert report["metrics"]["frames"] >= len(episode) - 3
+    # frames recorded before the first chunk have no action: counted apart, with the reason
+    assert report["frames_without_action"] == episode.skipped
+    assert all(r.startswith(("before the first ActionChunk", "gap in /llada_vla/action_chunk"))
+               for r in episode.skipped), episode.skipped
     mae = report["metrics"]["mae"]
     assert len(mae) == 7 and all(np.isfinite(v) for v in mae.values())
     for name in ("report.md", "report.html"):
