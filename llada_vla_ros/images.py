@@ -1,7 +1,7 @@
 """Camera images -> HxWx3 uint8 RGB numpy arrays, without ROS or OpenCV.
 
 - ``image_to_rgb`` / ``image_msg_to_rgb``: sensor_msgs/Image (8-bit colour, mono and packed
-  YUV 4:2:2); 16-bit, floating-point (depth) and other encodings are refused, naming why.
+  YUV 4:2:2 YUYV); 16-bit, floating-point (depth) and other encodings are refused, naming why.
 - ``compressed_to_rgb`` / ``compressed_msg_to_rgb``: sensor_msgs/CompressedImage as
   image_transport's ``compressed`` transport writes it (JPEG or PNG), decoded with Pillow.
 
@@ -23,12 +23,10 @@ ENCODINGS = {
     "bgra8": (4, (2, 1, 0)),
     "mono8": (1, (0, 0, 0)),
 }
-# Packed YUV 4:2:2, two pixels in four bytes: offsets of (Y0, U, Y1, V). ROS names both the
-# current (yuyv, uyvy) and the deprecated spelling (yuv422_yuy2, yuv422) of each layout.
-YUV422 = {
-    "yuyv": (0, 1, 2, 3), "yuv422_yuy2": (0, 1, 2, 3),  # usb_cam, RealSense YUYV modes
-    "uyvy": (1, 0, 3, 2), "yuv422": (1, 0, 3, 2),
-}
+# Packed YUV 4:2:2 YUYV (usb_cam, RealSense YUYV modes), two pixels in four bytes: offsets of
+# (Y0, U, Y1, V). ROS spells it yuv422_yuy2 (Humble, Jazzy) or yuyv (newer). UYVY ("yuv422",
+# "uyvy") would be offsets (1, 0, 3, 2); it is not accepted yet.
+YUV422 = {"yuyv": (0, 1, 2, 3), "yuv422_yuy2": (0, 1, 2, 3)}
 ACCEPTED = (*ENCODINGS, *YUV422)
 MAX_PIXELS = 4096 * 4096
 COMPRESSED_CODECS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG"}

@@ -50,6 +50,7 @@ def test_accepts_array_list_and_memoryview_data():
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(encoding="nv12"), "unsupported image encoding 'nv12'"),
+    (dict(encoding="yuv422"), "unsupported image encoding 'yuv422'"),  # UYVY
     (dict(encoding="bayer_rggb8"), "accepted: rgb8, bgr8, rgba8, bgra8, mono8, yuyv"),
     (dict(encoding="16UC1"), "16-bit image encoding '16UC1' refused"),
     (dict(encoding="mono16"), "16-bit image encoding 'mono16' refused: the policy takes 8-bit"),
@@ -87,17 +88,15 @@ def bt601_reference(y, u, v):
     return np.clip(np.rint(rgb), 0, 255)
 
 
-@pytest.mark.parametrize("encoding,layout", [("yuv422_yuy2", "YUYV"), ("yuyv", "YUYV"),
-                                             ("yuv422", "UYVY"), ("uyvy", "UYVY")])
+@pytest.mark.parametrize("encoding", ["yuv422_yuy2", "yuyv"])
 @pytest.mark.parametrize("pad", [0, 6])
-def test_yuv422_is_converted(encoding, layout, pad):
+def test_yuyv_is_converted(encoding, pad):
     rng = np.random.default_rng(1)
     h, w = 3, 6
     y = rng.integers(0, 256, (h, w))
     u, v = rng.integers(0, 256, (h, w // 2)), rng.integers(0, 256, (h, w // 2))
     packed = np.zeros((h, w // 2, 4), np.uint8)
-    order = {"YUYV": (y[:, 0::2], u, y[:, 1::2], v), "UYVY": (u, y[:, 0::2], v, y[:, 1::2])}
-    for k, plane in enumerate(order[layout]):
+    for k, plane in enumerate((y[:, 0::2], u, y[:, 1::2], v)):  # Y0 U Y1 V
         packed[..., k] = plane
     rows = np.zeros((h, 2 * w + pad), np.uint8)
     rows[:, :2 * w] = packed.reshape(h, -1)
