@@ -56,5 +56,6 @@ def require_rosbag2(storage: str, needed_by: str, remedy: str) -> None:
     if missing:
         raise RuntimeError(
             f"{needed_by} needs rosbag2 with its {storage} storage plugin, but "
-            f"{' and '.join(missing)} is not installed: sudo apt install "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
+            "sudo apt install "
             f"ros-$ROS_DISTRO-rosbag2 ros-$ROS_DISTRO-rosbag2-storage-mcap; {remedy}")

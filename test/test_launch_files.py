@@ -392,7 +392,7 @@ def test_replay_without_shutdown_when_done(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("installed, storage, missing", [
-    ((), "sqlite3", "ros2bag and rosbag2_storage_sqlite3 is not installed"),
+    ((), "sqlite3", "ros2bag and rosbag2_storage_sqlite3 are not installed"),
     (("ros2bag", "rosbag2_storage_default_plugins"), "mcap",
      "rosbag2_storage_mcap is not installed"),
     (("ros2bag", "rosbag2_storage_mcap"), "sqlite3", "rosbag2_storage_sqlite3 is not"),
