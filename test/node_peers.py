@@ -4,6 +4,8 @@ parameters, like `ros2 topic pub`, `ros2 service call`, `ros2 param set`) and a 
 frames can be broken on purpose. They live in the test process (a RosProbe); the node under
 test runs in its own process."""
 
+import time
+
 import numpy as np
 
 from ros_harness import RosProbe, wait_for
@@ -127,3 +129,21 @@ def get_parameter(probe, name, node="/llada_vla_policy"):
 def write_table(path, rows):
     np.savetxt(path, np.asarray(rows, dtype=float), delimiter=",")
     return f"scripted:{path}"
+
+
+def publisher(probe, msg_type, topic, reliability="reliable", durability="volatile", depth=10):
+    """A publisher with the QoS an operator tool or driver would choose; waits for a match."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    profile = QoSProfile(depth=depth,
+                         reliability=getattr(ReliabilityPolicy, reliability.upper()),
+                         durability=getattr(DurabilityPolicy, durability.upper()))
+    pub = probe.node.create_publisher(msg_type, topic, profile)
+    return pub
+
+
+def wait_matched(pub, timeout=10, count=1):
+    """Until ``count`` subscriptions match, plus a moment: the writer can see a match before
+    the reader has matched the writer, and a sample sent in between is lost."""
+    wait_for(lambda: pub.get_subscription_count() >= count, timeout,
+             what="a matching subscription")
+    time.sleep(0.3)

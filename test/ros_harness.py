@@ -61,12 +61,13 @@ class NodeProcess:
 
     def __init__(self, name: str, domain_id: int, log_dir: Path, params: dict | None = None,
                  args: list | None = None, netns: str | None = None, profile: str | None = None,
-                 command: list | None = None):
-        """``name`` is a package node (or give the whole ``command``); ``netns`` runs it in
-        that network namespace (another "host"), ``profile`` is its Fast DDS profile."""
+                 command: list | None = None, namespace: str = ""):
+        """``name`` is a package node (or give the whole ``command``), in ROS ``namespace``;
+        ``netns`` runs it in that network namespace (another "host"), ``profile`` is its
+        Fast DDS profile."""
         self.name, self.log = name, Path(log_dir) / f"{name}-{time.monotonic_ns()}.log"
         from llada_vla_ros.ros.processes import node_command
-        cmd = command or node_command(name, params, args)
+        cmd = command or node_command(name, params, args, namespace)
         if netns:
             cmd = ["ip", "netns", "exec", netns] + cmd
         self._out = open(self.log, "w")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from node_peers import (GROUP, SINGLE, diagnostics_mention, get_parameter, make_probe,
-                        publish_instruction, set_parameters, write_table)
+                        publish_instruction, publisher, set_parameters, wait_matched,
+                        write_table)
 from ros_harness import NodeProcess, require_ros, new_domain_id, wait_for
 
 JOINT_NAMES = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
@@ -78,20 +79,6 @@ def graph_factory(domain, tmp_path):
 
 def max_step(commands):
     return float(np.abs(np.diff(np.vstack(commands), axis=0)).max()) if len(commands) > 1 else 0.0
-
-
-def publisher(probe, msg_type, topic, reliability="reliable", durability="volatile", depth=10):
-    """A publisher with the QoS an operator tool or driver would choose; waits for a match."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    profile = QoSProfile(depth=depth,
-                         reliability=getattr(ReliabilityPolicy, reliability.upper()),
-                         durability=getattr(DurabilityPolicy, durability.upper()))
-    pub = probe.node.create_publisher(msg_type, topic, profile)
-    return pub
-
-
-def wait_matched(pub, timeout=10):
-    wait_for(lambda: pub.get_subscription_count() > 0, timeout, what="a matching subscription")
 
 
 # --- 1. a legal JointState must never kill the node ------------------------------------------

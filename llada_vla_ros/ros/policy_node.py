@@ -93,18 +93,28 @@ class PolicyNode(Node):
             JointGroupCommand, robot(topics.JOINT_GROUP_COMMAND), command_qos)
         self.pub_single = self.create_publisher(
             JointSingleCommand, robot(topics.JOINT_SINGLE_COMMAND), command_qos)
-        self.pub_chunk = self.create_publisher(ActionChunkMsg, topics.ACTION_CHUNK, 10)
-        self.pub_pose = self.create_publisher(PoseStamped, topics.TARGET_POSE, 10)
+        # Per-policy outputs follow the node's namespace (/llada_vla/... without one): two
+        # namespaced policies never share them. /diagnostics is global by ROS convention;
+        # the status name carries the node's full name instead.
+        self.pub_chunk = self.create_publisher(
+            ActionChunkMsg, topics.relative(topics.ACTION_CHUNK), 10)
+        self.pub_pose = self.create_publisher(PoseStamped, topics.relative(topics.TARGET_POSE), 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_subscription(Image, s["image_topic"], self.on_image, qos.IMAGE_SUB)
         # Two subscriptions each, so any publisher's QoS is heard (see qos.py); a volatile
         # writer is incompatible with the latched one by design: no warning for that.
+        # The estop: estop_topic (global by default: one estop stops every arm) and, under
+        # a namespace, also <namespace>/llada_vla/estop for this arm alone.
+        estops = [s["estop_topic"]]
+        if self.get_namespace() != "/":
+            estops.append(topics.relative(topics.ESTOP))
         quiet = SubscriptionEventCallbacks(incompatible_qos=lambda event: None)
         for profile, events in ((qos.LATCHED, quiet), (qos.ANY_PUBLISHER, None)):
             self.create_subscription(String, s["instruction_topic"], self.on_instruction,
                                      profile, event_callbacks=events)
-            self.create_subscription(Bool, s["estop_topic"], self.on_estop, profile,
-                                     event_callbacks=events)
+            for topic in estops:
+                self.create_subscription(Bool, topic, self.on_estop, profile,
+                                         event_callbacks=events)
         self.create_subscription(JointState, robot(topics.JOINT_STATES), self.on_joint_states,
                                  qos.JOINT_STATES_SUB)
         self.create_service(Trigger, "~/start", self.on_start)
@@ -309,7 +319,8 @@ class PolicyNode(Node):
         values = self.loop.status(time.monotonic())
         values["model"] = self.policy.model_id if self.policy else ""
         reason = values["hold_reason"]
-        status = DiagnosticStatus(name="llada_vla_ros: policy", hardware_id=self.robot)
+        status = DiagnosticStatus(name=f"llada_vla_ros: {self.get_fully_qualified_name()}",
+                                  hardware_id=self.robot)
         if self.loop.policy_error or values["estop"] == "true":
             status.level = DiagnosticStatus.ERROR
         elif reason and reason != WAITING:
