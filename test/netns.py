@@ -62,6 +62,17 @@ class TwoHosts:
         _ip("link", "set", self.here, "up")
         _ip("route", "replace", "default", "dev", self.there, netns=self.ns)
 
+    def shape(self, rate: str = "") -> None:
+        """Limit both directions to ``rate`` (tc tbf, e.g. "100mbit"); "" removes the limit."""
+        for dev, ns in ((self.here, None), (self.there, self.ns)):
+            prefix = ["ip", "netns", "exec", ns] if ns else []
+            subprocess.run(prefix + ["tc", "qdisc", "del", "dev", dev, "root"],
+                           capture_output=True)
+            if rate:
+                subprocess.run(prefix + ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate",
+                                         rate, "burst", "256kb", "latency", "50ms"],
+                               check=True, capture_output=True)
+
     def close(self) -> None:
         subprocess.run(["ip", "link", "del", self.here], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)

@@ -2,6 +2,8 @@
 UDP with the shipped LAN profile (config/fastdds_lan.xml). The driver, the camera and a
 driver-side command recorder run on the "robot" host (this namespace), the policy node on
 the "policy" host. Skipped with the reason where network namespaces cannot be made."""
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -56,8 +58,6 @@ def test_commands_never_reach_the_arm_late_after_a_network_outage(hosts, tmp_pat
     """The link is cut for 3 s while the arm moves. The node must hold (its joint states
     stop arriving), and what it published just before holding must expire instead of
     reaching the driver in a burst when the link comes back (reliable QoS queues it)."""
-    import sys
-
     from llada_vla_ros.bag import read_bag
     domain, lan = new_domain_id(), udp_only(LAN_PROFILE, tmp_path / "lan_udp.xml")
     arrivals, bag = tmp_path / "arrivals.txt", tmp_path / "node_bag"
@@ -95,3 +95,35 @@ def test_commands_never_reach_the_arm_late_after_a_network_outage(hosts, tmp_pat
     late = [round(t - max(ts), 2) for t, q in got for ts in [sent.get(q.tobytes(), [t])]
             if t > t_up and t - max(ts) > 0.5]
     assert not late, f"commands delivered late after the outage (s): {late}"
+
+
+def test_camera_stream_and_control_rate_across_hosts(hosts, tmp_path):
+    """A D435-sized stream (640x480 rgb8 at 30 Hz, ~27 MB/s) from the robot host to the
+    policy host, commands back, with the shipped LAN profile: what arrives, how late, and the
+    control rate at the driver (docs/benchmarks.md has the figures per profile and link)."""
+    domain, lan = new_domain_id(), udp_only(LAN_PROFILE, tmp_path / "lan_udp.xml")
+    arrivals, diag = tmp_path / "arrivals.txt", tmp_path / "diagnostics.json"
+    robot = [NodeProcess("sim_camera", domain, tmp_path, {"fps": 30.0}, profile=lan),
+             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}, profile=lan),
+             NodeProcess("recorder", domain, tmp_path, profile=lan, command=[
+                 sys.executable, str(HERE / "record_commands.py"), str(arrivals),
+                 "--diagnostics", str(diag)])]
+    node = NodeProcess("policy_node", domain, tmp_path, {
+        "execute": True, "instruction": "draw a square"}, netns=hosts.ns, profile=lan)
+    try:
+        wait_for(lambda: arrivals.exists() and len(read_arrivals(arrivals)) >= 5, 60,
+                 what="commands across the link")
+        t0 = time.time()
+        time.sleep(6.0)
+        got = [t for t, _ in read_arrivals(arrivals) if t > t0]
+        d = json.loads(diag.read_text())
+    finally:
+        node.stop()
+        for p in robot:
+            p.stop()
+    rate = (len(got) - 1) / (got[-1] - got[0])
+    print(f"multi-host LAN: {float(d['image_hz']):.1f} frames/s at the policy, image latency "
+          f"{d['image_latency_ms_median']} ms, {rate:.2f} commands/s at the driver")
+    assert 4.5 <= rate <= 5.5, rate
+    assert float(d["image_hz"]) >= 20.0, d
+    assert float(d["image_latency_ms_median"]) < 100.0, d

@@ -82,14 +82,20 @@ class ControlLoop:
         self.last_adjustment = ""  # what the safety filter last clipped in a sent command
         self.stats = {"chunks": 0, "dropped_frames": 0, "commands": 0, "refusals": 0}
         self.inference_ms: deque = deque(maxlen=50)
+        self.frame_times: deque = deque(maxlen=90)    # arrival times: the camera rate seen here
+        self.frame_latency: deque = deque(maxlen=90)  # s from the camera's stamp to arrival
 
     # ------------------------------------------------------------------ inputs
-    def set_image(self, rgb: np.ndarray, stamp, now: float) -> None:
+    def set_image(self, rgb: np.ndarray, stamp, now: float, latency_s: float = None) -> None:
+        """A usable frame; ``latency_s`` = arrival minus the camera's stamp, when known."""
         with self.lock:
             if self.image_fresh:
                 self.stats["dropped_frames"] += 1
             self.image, self.image_stamp, self.image_time = rgb, stamp, now
             self.image_fresh, self.image_error = True, ""
+            self.frame_times.append(now)
+            if latency_s is not None:
+                self.frame_latency.append(latency_s)
             self.wake.notify_all()
 
     def refuse(self, reason: str, image: bool = False) -> None:
@@ -318,6 +324,17 @@ class ControlLoop:
                 "inference_ms_last": f"{lat[-1]:.1f}" if lat else "",
                 "inference_ms_median": f"{float(np.median(lat)):.1f}" if lat else "",
                 "image_age_s": f"{now - self.image_time:.3f}" if self.image_time else "",
+                "image_hz": _rate(self.frame_times, now),
+                "image_latency_ms_median": (f"{1e3 * float(np.median(self.frame_latency)):.1f}"
+                                            if self.frame_latency else ""),
                 "joint_state_age_s": f"{now - self.joint_time:.3f}" if self.joint_time else "",
                 "queued_actions": str(self.chunks.queued()),
             }
+
+
+def _rate(times, now: float, window: float = 2.0) -> str:
+    """Events per second over the last ``window`` s (what arrived, not what was sent)."""
+    recent = [t for t in times if now - t <= window]
+    if len(recent) < 2:
+        return "0.0"
+    return f"{(len(recent) - 1) / max(recent[-1] - recent[0], 1e-9):.1f}"

@@ -177,7 +177,9 @@ class PolicyNode(Node):
         except ImageConversionError as err:
             self._refuse(f"image refused: {err}", image=True)
             return
-        self.loop.set_image(rgb, msg.header.stamp, time.monotonic())
+        stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        latency = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9 if stamp_ns else None
+        self.loop.set_image(rgb, msg.header.stamp, time.monotonic(), latency)
 
     @guarded("instruction")
     def on_instruction(self, msg: String) -> None:
