@@ -130,9 +130,9 @@ def encode_examples(model: LladaVlaForActions, tokenizer: ActionTokenizer, examp
     return [e.image for e in examples], prompts, torch.stack(classes).to(device)
 
 
-def batch_pixels(model: LladaVlaForActions, images, idx) -> torch.Tensor:
-    """(B, 3, S, S) model inputs of ``images[i] for i in idx``."""
-    return torch.cat([model.preprocess(images[i]) for i in idx])
+def batch_pixels(model: LladaVlaForActions, images, idx) -> list:
+    """Model image inputs (ImageInput: crops + size) of ``images[i] for i in idx``."""
+    return [model.preprocess(images[i]) for i in idx]
 
 
 def train(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples, steps: int,
