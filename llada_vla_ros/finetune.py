@@ -218,8 +218,8 @@ def main(argv: Optional[list] = None) -> int:
     from .action_tokenizer import STATS_FILE, NormStats
     from .bag import BagError, episode_options
     from .dataset import load_examples
-    from .finetuning.loop import FitConfig, export_state_dict, fit, latest_checkpoint, \
-        make_accelerator
+    from .finetuning.loop import (FitConfig, export_state_dict, fit, latest_checkpoint,
+                                  make_accelerator, processes)
     from .finetuning.lora import add_lora, trainable_parameters
     from .training import action_tokenizer_for
 
@@ -251,13 +251,14 @@ def main(argv: Optional[list] = None) -> int:
     if args.lora_rank:
         trained = add_lora(model, args.lora_rank, args.lora_alpha, args.lora_modules,
                            args.lora_dropout)
-    main_process = accelerator.is_main_process
+    world, rank = processes(accelerator)
+    main_process = rank == 0
     steps_text = (f"{args.steps} steps" if args.steps is not None
                   else f"{args.epochs:g} epochs")
     if main_process:
         print(f"{len(examples)} examples from {len(summary)} bag(s); training "
               f"{trainable_parameters(trained):,} parameters for {steps_text} on "
-              f"{accelerator.num_processes} process(es) ({accelerator.distributed_type})",
+              f"{world} process(es) ({accelerator.distributed_type})",
               flush=True)
     warmup = args.warmup_steps
     if warmup is None and not args.warmup_ratio:

@@ -21,9 +21,9 @@ micro-batches from its own shard; resuming skips the examples already seen.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -156,6 +156,23 @@ class _Stream:
         return out
 
 
+def processes(acc) -> tuple:
+    """(number of processes, this one's index); from torch.distributed when it is up
+    (Accelerate counts one process under DeepSpeed on the CPU)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return acc.num_processes, acc.process_index
+
+
+def reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t)
+    return t
+
+
 def bare_model(accelerator, model):
     """The LladaVlaForActions inside DDP/FSDP/DeepSpeed and LoRA wrappers."""
     m = accelerator.unwrap_model(model)
@@ -169,9 +186,11 @@ def make_accelerator(cpu: Optional[bool] = None, model=None, **kwargs):
     from accelerate import Accelerator
 
     if cpu is None:
-        cpu = not torch.cuda.is_available() or (
-            model is not None and next(model.parameters()).device.type == "cpu")
-    return Accelerator(cpu=cpu or not torch.cuda.is_available(), **kwargs)
+        cpu = model is not None and next(model.parameters()).device.type == "cpu"
+    cpu = cpu or not torch.cuda.is_available()
+    if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        cpu = False  # DeepSpeed brings its own CPU accelerator (DS_ACCELERATOR=cpu)
+    return Accelerator(cpu=cpu, **kwargs)
 
 
 def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=None,
@@ -184,7 +203,7 @@ def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=No
     them. ``on_step(step, loss)`` is called on every process after each step.
     ``export_state_dict(result)`` gives the weights to save."""
     acc = accelerator or make_accelerator(model=model)
-    world, rank = acc.num_processes, acc.process_index
+    world, rank = processes(acc)
     data = examples if isinstance(examples, (list, tuple)) else None
     if data is not None:
         data = [as_example(e) for e in data]
@@ -206,7 +225,7 @@ def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=No
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters (every parameter has requires_grad=False)")
-    _deepspeed_setup(acc, core, micro)
+    _deepspeed_setup(acc, core, micro, accum, cfg.global_batch)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = acc.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -235,7 +254,7 @@ def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=No
         return images, prompts, torch.stack(classes).to(acc.device)
 
     model.train()
-    bar = tqdm(range(start, steps), desc="train", disable=not (progress and acc.is_main_process),
+    bar = tqdm(range(start, steps), desc="train", disable=not (progress and rank == 0),
                initial=start, total=steps)
     for step in bar:
         total = torch.zeros((), device=acc.device)
@@ -252,7 +271,7 @@ def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=No
                 count += micro * A  # every action position is labelled
             else:
                 count += masked.sum()
-        count = acc.reduce(count, reduction="sum")  # the global batch's count
+        count = reduce_sum(count)  # the global batch's count
         for batch, masked, t in micro_batches:
             with acc.accumulate(model):
                 images, prompts, classes = encode(batch)
@@ -268,7 +287,7 @@ def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=No
                     g["lr"] = cfg.lr * lr_factor(step, steps, warmup, cfg.cosine)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-        loss = float(acc.reduce(total, reduction="sum") / count.clamp(min=1))
+        loss = float(reduce_sum(total) / count.clamp(min=1))
         result.losses.append(loss)
         result.steps = step + 1
         bar.set_postfix(loss=f"{loss:.4f}")
@@ -285,19 +304,20 @@ def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=No
     return result
 
 
-def _deepspeed_setup(acc, core, micro: int) -> None:
-    """DeepSpeed needs the micro batch in its config (no dataloader is prepared), and ZeRO-3
+def _deepspeed_setup(acc, core, micro: int, accum: int, global_batch: int) -> None:
+    """DeepSpeed needs the batch sizes in its config (no dataloader is prepared), and ZeRO-3
     must gather lm_head.weight for the model's own forward (LSC reads 32 of its rows)."""
     from accelerate.utils import DistributedType
 
     if acc.distributed_type != DistributedType.DEEPSPEED:
         return
     ds = acc.state.deepspeed_plugin.deepspeed_config
-    ds["train_micro_batch_size_per_gpu"] = micro
+    ds.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accum,
+              train_batch_size=global_batch)
     if ds.get("zero_optimization", {}).get("stage") == 3:
-        from deepspeed.zero import register_external_parameter
+        import deepspeed
 
-        register_external_parameter(core, core.lm_head.weight)
+        deepspeed.zero.register_external_parameter(core, core.lm_head.weight)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -306,7 +326,7 @@ def save_checkpoint(acc, path: Path, cfg: FitConfig, step: int, result: FitResul
     """Accelerate's training state (model, optimizer, RNG) + step and losses so far."""
     acc.wait_for_everyone()
     acc.save_state(str(path), safe_serialization=True)
-    if acc.is_main_process:
+    if processes(acc)[1] == 0:
         state = {"step": step, "losses": result.losses, "config": asdict(cfg),
                  "processes": result.processes, "micro_batch": result.micro_batch,
                  "accumulation": result.accumulation}
@@ -345,7 +365,7 @@ def export_state_dict(result: FitResult) -> Optional[dict]:
     acc, model = result.accelerator, result.model
     acc.wait_for_everyone()
     state = acc.get_state_dict(model)
-    if not acc.is_main_process:
+    if processes(acc)[1] != 0:
         return None
     unwrapped = acc.unwrap_model(model)
     if hasattr(unwrapped, "peft_config"):
