@@ -216,4 +216,4 @@ def test_streams_shard_by_shard(tmp_path):
     assert total > 60e6
     assert grown["load all"] > 0.9 * total  # the measurement sees a whole copy
     print(f"peak growth {grown['convert'] / 1e6:.1f} MB for a {total / 1e6:.1f} MB checkpoint")
-    assert grown["convert"] < 0.35 * total, (grown, total)
+    assert grown["convert"] < 0.5 * total, (grown, total)
