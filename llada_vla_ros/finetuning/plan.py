@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 GIB = 1 << 30
 OVERHEAD = 2 * GIB
@@ -46,16 +47,23 @@ class Plan:
 def model_numbers(config, params: float = None) -> dict:
     """Parameter counts of a config (whole model, one decoder block, projector), counted on
     a model built on the meta device; ``params`` overrides the total."""
+    total, block, projector = _counts(config.to_json_string())
+    return {"params": float(params or total), "computed": total, "block": block,
+            "projector": projector}
+
+
+@lru_cache(maxsize=4)
+def _counts(config_json: str) -> tuple:
+    import json
+
     import torch
 
-    from ..model import LladaVlaForActions
+    from ..model import LladaVlaConfig, LladaVlaForActions
 
     with torch.device("meta"):
-        m = LladaVlaForActions(config)
+        m = LladaVlaForActions(LladaVlaConfig.from_dict(json.loads(config_json)))
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-    total = count(m)
-    return {"params": float(params or total), "computed": total,
-            "block": count(m.model.layers[0]), "projector": count(m.mm_projector)}
+    return count(m), count(m.model.layers[0]), count(m.mm_projector)
 
 
 def lora_params(config, rank: int, modules) -> int:
