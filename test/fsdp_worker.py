@@ -1,7 +1,6 @@
 """Worker of test_fsdp_cpu.py: one training step of the tiny model sharded with torch's
 FSDP2 (fully_shard on every Block and SiglipEncoderLayer, then the root), on CPU with gloo.
 Run under torchrun it saves the global loss and the gathered weights to argv[1]."""
-import os
 import sys
 
 import torch

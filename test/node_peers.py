@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from ros_harness import RosProbe, wait_for
+from ros_harness import NodeProcess, RosProbe, wait_for
 
 GROUP, SINGLE = "/wx250s/commands/joint_group", "/wx250s/commands/joint_single"
 IMAGE, INSTRUCTION = "/camera/camera/color/image_raw", "/llada_vla/instruction"
@@ -147,3 +147,45 @@ def wait_matched(pub, timeout=10, count=1):
     wait_for(lambda: pub.get_subscription_count() >= count, timeout,
              what="a matching subscription")
     time.sleep(0.3)
+
+
+class Graph:
+    """Camera and driver processes, the node process, and this process as operator."""
+
+    def __init__(self, domain, tmp, node_params=None, driver_params=None, instruction="go",
+                 executable="policy_node"):
+        self.domain, self.tmp, self.executable = domain, tmp, executable
+        self.probe = make_probe(domain)
+        self.camera = NodeProcess("sim_camera", domain, tmp, {"width": 160, "height": 120})
+        self.driver = NodeProcess("sim_widowx", domain, tmp,
+                                  {"moving_time": 0.25, **(driver_params or {})})
+        self.node_params = {"execute": True, **(node_params or {})}
+        self.node = None
+        self.start_node()
+        if instruction:
+            self.instruction = publish_instruction(self.probe, instruction)
+
+    def start_node(self):
+        self.node = NodeProcess(self.executable, self.domain, self.tmp, self.node_params)
+        if self.executable == "policy_node":  # a managed node says nothing until configured
+            t = time.monotonic()
+            wait_for(lambda: self.probe.messages("/diagnostics", t), 30,
+                     what="the node's diagnostics")
+
+    def restart_driver(self, **params):
+        self.driver.stop()
+        self.driver = NodeProcess("sim_widowx", self.domain, self.tmp,
+                                  {"moving_time": 0.25, **params})
+
+    def commands(self, since=0.0):
+        return [np.asarray(m.cmd, float) for m in self.probe.messages(GROUP, since)]
+
+    def expect_moving(self, timeout=20):
+        t = time.monotonic()
+        wait_for(lambda: len(self.probe.messages(GROUP, t)) >= 3, timeout, what="commands")
+
+    def close(self):
+        for p in (self.node, self.driver, self.camera):
+            if p is not None:
+                p.stop()
+        self.probe.close()

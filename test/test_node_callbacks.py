@@ -3,8 +3,8 @@ is used or refused with a named cause. The callbacks have a last-resort guard th
 exception into a refusal ("<topic> refused: <ExceptionType>: ..."); these tests require that
 it is never needed, i.e. every malformed content is recognised by an explicit check.
 
-The node runs in this process (real rclpy node, real message types), its callbacks called
-directly: thousands of messages in seconds, which DDS between processes could not give.
+The node runs in this process (real rclpy node, real message types), its callbacks (on its
+PolicyRuntime) called directly: thousands of messages in seconds, which DDS between processes could not give.
 """
 import math
 import signal
@@ -34,7 +34,7 @@ def node():
     context = Context()
     rclpy.init(context=context, domain_id=new_domain_id())
     n = policy_node.PolicyNode(context=context)
-    yield n
+    yield n.runtime  # what the callbacks belong to
     n.close()
     n.destroy_node()
     rclpy.try_shutdown(context=context)

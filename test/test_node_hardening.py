@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from node_peers import (GROUP, SINGLE, diagnostics_mention, get_parameter, make_probe,
+from node_peers import (GROUP, SINGLE, Graph, diagnostics_mention, get_parameter, make_probe,
                         publish_instruction, publisher, set_parameters, wait_matched,
                         write_table)
 from ros_harness import NodeProcess, require_ros, new_domain_id, wait_for
@@ -24,45 +24,6 @@ TURNS = [[0, 0, 0, 0, 0, 0.25, 1.0]] * 5 + [[0, 0, 0, 0, 0, -0.25, 0.0]] * 5  # 
 def domain():
     require_ros()
     return new_domain_id()
-
-
-class Graph:
-    """Camera and driver processes, the node process, and this process as operator."""
-
-    def __init__(self, domain, tmp, node_params=None, driver_params=None, instruction="go"):
-        self.domain, self.tmp = domain, tmp
-        self.probe = make_probe(domain)
-        self.camera = NodeProcess("sim_camera", domain, tmp, {"width": 160, "height": 120})
-        self.driver = NodeProcess("sim_widowx", domain, tmp,
-                                  {"moving_time": 0.25, **(driver_params or {})})
-        self.node_params = {"execute": True, **(node_params or {})}
-        self.node = None
-        self.start_node()
-        if instruction:
-            self.instruction = publish_instruction(self.probe, instruction)
-
-    def start_node(self):
-        self.node = NodeProcess("policy_node", self.domain, self.tmp, self.node_params)
-        t = time.monotonic()
-        wait_for(lambda: self.probe.messages("/diagnostics", t), 30, what="the node's diagnostics")
-
-    def restart_driver(self, **params):
-        self.driver.stop()
-        self.driver = NodeProcess("sim_widowx", self.domain, self.tmp,
-                                  {"moving_time": 0.25, **params})
-
-    def commands(self, since=0.0):
-        return [np.asarray(m.cmd, float) for m in self.probe.messages(GROUP, since)]
-
-    def expect_moving(self, timeout=20):
-        t = time.monotonic()
-        wait_for(lambda: len(self.probe.messages(GROUP, t)) >= 3, timeout, what="commands")
-
-    def close(self):
-        for p in (self.node, self.driver, self.camera):
-            if p is not None:
-                p.stop()
-        self.probe.close()
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from node_peers import (GROUP, SINGLE, Camera, assert_commands_safe, call_trigger,
-                        diagnostics_mention, make_probe, publish_instruction, write_table)
+                        diagnostics_mention, make_probe, publish_instruction, publisher,
+                        wait_matched, write_table)
 from ros_harness import NodeProcess, new_domain_id, require_ros, wait_for
 
 
@@ -120,8 +121,8 @@ def test_faults_hold_still_report_and_recover(graph):
     assert_commands_safe(g.probe.messages(GROUP))
 
     # estop stops at once; motion needs the estop released AND ~/start.
-    estop = g.probe.node.create_publisher(Bool, "/llada_vla/estop", 10)
-    wait_for(lambda: estop.get_subscription_count() > 0, 10, what="estop subscription")
+    estop = publisher(g.probe, Bool, "/llada_vla/estop")
+    wait_matched(estop)
     estop.publish(Bool(data=True))
     expect_holding(g, ["estop"])
     assert call_trigger(g.probe, "start").success is False  # refused while estop is active

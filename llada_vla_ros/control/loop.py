@@ -82,6 +82,8 @@ class ControlLoop:
         self.last_adjustment = ""  # what the safety filter last clipped in a sent command
         self.stats = {"chunks": 0, "dropped_frames": 0, "commands": 0, "refusals": 0}
         self.inference_ms: deque = deque(maxlen=50)
+        self.confidence: dict = {}            # step -> confidence of the newest chunk's action
+        self.last_confidence = float("nan")   # of the action executed last
         self.frame_times: deque = deque(maxlen=90)    # arrival times: the camera rate seen here
         self.frame_latency: deque = deque(maxlen=90)  # s from the camera's stamp to arrival
 
@@ -194,13 +196,17 @@ class ControlLoop:
         steps_of_latency = int(np.ceil(np.median(lat) / 1000 / self.period)) if lat else 0
         return self.chunks.queued() <= min(self.chunks.actions_per_chunk - 1, steps_of_latency)
 
-    def add_chunk(self, actions: np.ndarray, job: Job, inference_ms: float) -> bool:
-        """A chunk for ``job``; False when it is stale (the instruction changed meanwhile).
-        It executes from the tick after it arrives, whatever time inference took."""
+    def add_chunk(self, actions: np.ndarray, job: Job, inference_ms: float,
+                  confidence=None) -> bool:
+        """A chunk for ``job`` (``confidence``: one per action, optional); False when it is
+        stale (the instruction changed meanwhile). It executes from the tick after it
+        arrives, whatever time inference took."""
         with self.lock:
             if job.generation != self.generation or not self.running:
                 return False
             self.chunks.add_chunk(actions, self.step + 1)
+            if confidence is not None:
+                self.confidence = {self.step + 1 + i: float(c) for i, c in enumerate(confidence)}
             self.stats["chunks"] += 1
             self.inference_ms.append(float(inference_ms))
             return True
@@ -254,6 +260,7 @@ class ControlLoop:
                 self.last_adjustment = "; ".join(decision.reasons)
             self.hold_reason = ""
             self.stats["commands"] += 1
+            self.last_confidence = self.confidence.get(self.step, float("nan"))
             return Command(decision.q_cmd, decision.gripper_open, decision.T_target)
 
     def _hold(self, reason: str) -> None:

@@ -48,6 +48,8 @@ PARAMETERS: Dict[str, Param] = {
     "image_topic": Param(topics.IMAGE, "camera color topic (sensor_msgs/Image)"),
     "instruction_topic": Param(topics.INSTRUCTION, "instruction topic (std_msgs/String)"),
     "estop_topic": Param(topics.ESTOP, "estop topic (std_msgs/Bool), any QoS"),
+    "success_topic": Param("", "std_msgs/Bool that ends an ExecuteInstruction goal as "
+                           "succeeded when true; empty = none"),
     "instruction": Param("", "instruction in force; setting it at runtime instructs the policy",
                          dynamic=True),
     "frame_id": Param("wx250s/base_link", "frame of the target pose and action chunks"),
