@@ -29,10 +29,9 @@ unchanged, so the next action applies to the same pose.
 
 The speed limit is an invariant of the command stream: the last command is the reference of
 the next one across everything that re-plans (a new instruction, ~/stop and ~/start, an
-estop release, new limits). The only exception is ``resume()`` after the arm was found
-farther than ``max_tracking_error`` from that command (a latched tracking fault): the arm is
-not there, so the next command steps from where it is (the measured joints), within the same
-limit.
+estop release, new limits). The only exception is ``resume()`` when the arm is known not to
+be there (a latched tracking fault, or an arm at rest elsewhere): the next command then steps
+from where the arm is (the measured joints), within the same limit.
 """
 from __future__ import annotations
 
@@ -119,17 +118,25 @@ class SafetyFilter:
         self.last_command: Optional[np.ndarray] = None
         self.tracking_fault = ""  # latched tracking-error hold ('' = none)
 
-    def resume(self) -> str:
-        """The operator restarts motion (~/start). Without a latched tracking fault the last
-        command stays the speed reference (a lagging arm never lets the next command jump).
-        With one, the arm is known not to be where the commands were (torque off, moved by
-        hand, driver restarted): the fault is cleared and the next step counts from the
-        measured joints. Returns what was done, for the log."""
-        if not self.tracking_fault:
-            return ("resuming from the measured joints" if self.last_command is None
-                    else "resuming from the last command")
-        self.tracking_fault, self.last_command = "", None
-        return "tracking fault cleared: resuming from the measured joints"
+    def resume(self, q_settled=None) -> str:
+        """The operator restarts motion (~/start). The last command stays the speed
+        reference (a lagging arm never lets the next command jump), except when the arm is
+        known not to be where the commands were: a latched tracking fault (cleared here), or
+        ``q_settled`` (the measured joints of an arm at rest) farther than one speed-limited
+        step from the last command (moved by hand or by a simulator reset while stopped).
+        Then the next step counts from the measured joints. Returns what was done."""
+        if self.last_command is None:
+            return "resuming from the measured joints"
+        if self.tracking_fault:
+            self.tracking_fault, self.last_command = "", None
+            return "tracking fault cleared: resuming from the measured joints"
+        if q_settled is not None:
+            moved = float(np.max(np.abs(np.asarray(q_settled, float) - self.last_command)))
+            if moved > self.max_joint_step:
+                self.last_command = None
+                return (f"the arm rests {moved:.2f} rad from the last command: resuming from "
+                        "the measured joints")
+        return "resuming from the last command"
 
     def _box_distance(self, p) -> float:
         return float(np.linalg.norm(p - np.clip(p, self.box_min, self.box_max)))

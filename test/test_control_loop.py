@@ -111,6 +111,26 @@ def test_tracking_fault_latches_and_start_resumes_from_the_measured_pose():
     assert cmds == []  # the start dropped the queue: nothing until the next chunk
 
 
+def test_start_re_anchors_only_on_an_arm_at_rest_elsewhere():
+    """A simulator reset or a push while stopped leaves the arm at rest away from the last
+    command: ~/start steps from where it is. A lagging arm in motion keeps the last command
+    as the reference (no jump in the command stream)."""
+    loop, now, q = planned_loop([[0, 0, 0, 0, 0, 0.25, 1]] * 5)
+    cmds, now, q = run_ticks(loop, 3, now, q, follow=0.5)
+    loop.stop()
+    assert "last command" in loop.start()[1]  # moving (joints still changing): no re-anchor
+    loop.stop()
+    moved = q + 0.4  # pushed, then at rest
+    for i in range(40):
+        loop.set_joints(moved, now + 0.01 * i)
+    ok, message = loop.start()
+    assert ok and "rests 0." in message and "measured" in message
+    loop.set_image(IMAGE, None, now + 0.4)
+    feed_chunk(loop, [[0, 0, 0, 0, 0, 0.25, 1]] * 5)
+    cmds, now, _ = run_ticks(loop, 1, now + 0.4, moved, follow=0.0)
+    assert np.abs(cmds[0] - moved).max() <= 1.0 * PERIOD + 1e-9  # one step from the arm
+
+
 def test_shutdown_ramp_reaches_the_sleep_pose_at_the_speed_limit_and_stops_on_estop():
     loop, now, q = planned_loop([[0.01, 0, 0, 0, 0, 0, 1]] * 5)
     cmds, now, q = run_ticks(loop, 2, now, q)

@@ -12,8 +12,9 @@ Invariants (property-tested over random event sequences in test/test_control_loo
 - every command goes through the one ``ArmController`` (safety filter), whose last command
   is the speed-limit reference for the life of the loop: two consecutive commands never
   differ by more than ``max_joint_velocity * period`` on any joint (the one exception is
-  ``start()`` clearing a latched tracking fault: the arm is not where the commands were, so
-  the next command steps from the measured joints, within the same limit).
+  ``start()`` when the arm is known not to be where the commands were: a latched tracking
+  fault, or an arm at rest elsewhere (moved while stopped). The next command then steps
+  from the measured joints, within the same limit).
 
 Times are seconds of a monotonic clock chosen by the caller (arrival times, not message
 stamps: robust to clock skew between the camera host and this one).
@@ -33,6 +34,8 @@ from ..safety import SafetyLimits
 from .arm import ArmController
 
 WAITING = "waiting for the next action chunk"
+SETTLE_WINDOW_S = 0.3  # an arm whose joints moved less than SETTLED_RAD over this is at rest
+SETTLED_RAD = 0.005
 
 
 @dataclass
@@ -73,6 +76,7 @@ class ControlLoop:
         self.image = self.image_stamp = self.image_time = None
         self.image_fresh, self.image_error = False, ""
         self.q = self.joint_time = None
+        self.joint_history: deque = deque()  # (time, q) over the last SETTLE_WINDOW_S
         self.step = 0
         self.policy_ready, self.policy_error = False, ""
         self.running = True      # False once shutdown began: no more inference jobs
@@ -112,6 +116,18 @@ class ControlLoop:
     def set_joints(self, q: np.ndarray, now: float) -> None:
         with self.lock:
             self.q, self.joint_time = np.array(q, dtype=float), now
+            self.joint_history.append((now, self.q))
+            while now - self.joint_history[0][0] > SETTLE_WINDOW_S:
+                self.joint_history.popleft()
+
+    def _settled_q(self) -> Optional[np.ndarray]:
+        """The measured joints if the arm has been at rest for ``SETTLE_WINDOW_S`` (moved
+        less than SETTLED_RAD on every joint), else None."""
+        h = self.joint_history
+        if len(h) < 2 or h[-1][0] - h[0][0] < 0.8 * SETTLE_WINDOW_S:
+            return None
+        qs = np.stack([q for _, q in h])
+        return self.q if float(np.max(qs.max(axis=0) - qs.min(axis=0))) < SETTLED_RAD else None
 
     def set_instruction(self, text: str, max_bytes: int) -> str:
         """A new instruction drops the queued actions and re-plans from the last command.
@@ -150,7 +166,7 @@ class ControlLoop:
                 return False, "shutting down"
             self.execute = True
             self.chunks.clear()
-            return True, "motion enabled; " + self.arm.resume()
+            return True, "motion enabled; " + self.arm.resume(self._settled_q())
 
     def stop(self) -> None:
         with self.lock:

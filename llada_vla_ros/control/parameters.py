@@ -62,6 +62,8 @@ PARAMETERS: Dict[str, Param] = {
     "ensemble_decay": Param(0.0, "temporal ensembling: weight exp(-decay * age)"),
     "max_image_age": Param(0.5, "s; an older image makes the node hold", dynamic=True),
     "max_joint_state_age": Param(0.5, "s; older joint states make the node hold", dynamic=True),
+    "startup_hold": Param(2.0, "s without motion after start-up: time for DDS discovery to "
+                          "deliver an estop latched before the node started"),
     "set_time_profile": Param(True, "on the first command, set the arm's time profile"),
     "sleep_on_shutdown": Param(False, "ramp to the sleep pose on shutdown", dynamic=True),
     # --- gripper
@@ -152,6 +154,8 @@ def validate(values: Dict[str, Any]) -> Settings:
     _positive(v, "control_hz", 100.0)
     _positive(v, "max_image_age", MAX_AGE_S)
     _positive(v, "max_joint_state_age", MAX_AGE_S)
+    if not (math.isfinite(v["startup_hold"]) and 0 <= v["startup_hold"] <= 60):
+        raise ValueError(f"startup_hold must be in [0, 60] s, got {v['startup_hold']}")
     _positive(v, "gripper_effort", MAX_GRIPPER_EFFORT)
     if not 0.0 <= v["gripper_threshold"] <= 1.0:
         raise ValueError(f"gripper_threshold must be in [0, 1], got {v['gripper_threshold']}")

@@ -50,7 +50,6 @@ except ImportError:  # Humble
 NODE_NAME = "llada_vla_policy"
 DUPLICATE_WINDOW_S = 1.0  # the same instruction again within this = the second subscription
 WORKER_JOIN_S = 1.0       # shutdown waits this long for an inference in progress
-STARTUP_HOLD_S = 1.0      # no motion in the first second: time for a latched estop to arrive
 
 
 def declare_parameters(node) -> None:
@@ -94,7 +93,7 @@ class PolicyRuntime:
             execute=s["execute"] and motion_allowed, max_image_age=s["max_image_age"],
             max_joint_state_age=s["max_joint_state_age"],
             gripper_threshold=s["gripper_threshold"],
-            hold_until=time.monotonic() + STARTUP_HOLD_S)
+            hold_until=time.monotonic() + s["startup_hold"])
         self.robot = s["robot_name"]
         self.policy = None
         self.last_instruction = ("", -np.inf)  # (text, monotonic time) for de-duplication
