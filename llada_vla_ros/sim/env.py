@@ -57,9 +57,11 @@ class WidowXTabletopEnv(gym.Env):
             np.array([-lim.max_step_m] * 3 + [-lim.max_step_rad] * 3 + [0.0]),
             np.array([lim.max_step_m] * 3 + [lim.max_step_rad] * 3 + [1.0]), dtype=np.float64)
         self.arm: Optional[ArmController] = None
+        self.episode = -1  # counts resets (the expert re-plans on a new episode)
         self.steps = 0
         self.ever_grasped = False
         self._frame: Optional[np.ndarray] = None
+        self.observer = None  # called with the world every 10 ms of physics (recorders)
 
     @property
     def instruction(self) -> str:
@@ -77,6 +79,7 @@ class WidowXTabletopEnv(gym.Env):
         self.world.reset(seed, options.get("initial_joints"))
         self.world.set_time_profile(1.25 * self.period, 0.5 * self.period)
         self.arm = ArmController(self.limits, self.period)
+        self.episode += 1
         self.steps = 0
         self.ever_grasped = False
         return self._observation(), self._info(None)
@@ -85,15 +88,18 @@ class WidowXTabletopEnv(gym.Env):
         if self.arm is None:
             raise RuntimeError("call reset() before step()")
         decision = self.arm.step(np.asarray(action, dtype=float), self.world.arm_joints())
+        effort = None
         if decision.ok:
             refusal = self.world.command_arm(decision.q_cmd)
             if refusal:  # cannot happen after the safety filter's joint margin
                 raise RuntimeError(f"the simulated driver refused a safe command: {refusal}")
-            self.world.command_gripper(GRIPPER_EFFORT if decision.gripper_open
-                                       else -GRIPPER_EFFORT)
-        self.world.advance(self.period)
+            effort = GRIPPER_EFFORT if decision.gripper_open else -GRIPPER_EFFORT
+            self.world.command_gripper(effort)
+        self.world.advance(self.period, self.observer)
         self.steps += 1
         info = self._info(decision)
+        info["command"] = None if not decision.ok else decision.q_cmd.copy()
+        info["gripper_effort"] = effort
         terminated = info["success"]
         truncated = not terminated and self.steps >= self.task.max_steps
         return self._observation(), float(terminated), terminated, truncated, info

@@ -34,6 +34,7 @@ PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "
 HOVER = 0.07      # m above the grasp height before descending
 CARRY_Z = 0.12    # m, carry height (clears the basket walls)
 DWELL = {"close": 3, "release": 2}  # steps with the arm still while the fingers move
+SLIPPED = 0.03    # m between the gripper and the grasp point of an object not held
 
 
 def down_pose(x: float, y: float, z: float, yaw: float) -> np.ndarray:
@@ -57,7 +58,7 @@ def grasp_yaw(task: Task, source_R: np.ndarray, current_yaw: float) -> float:
 
 @dataclass
 class State:
-    """Privileged state the expert reads (World.expert_state() or the sim_world file)."""
+    """Privileged state the expert reads (``world_state`` or the sim_world node's file)."""
 
     task: str
     episode: int
@@ -82,11 +83,11 @@ class State:
                    np.array(d["measured_q"]), bool(d["grasped"]))
 
 
-def world_state(world, episode: int, commanded_q=None) -> State:
-    """The expert's view of a ``World``."""
+def world_state(world, episode: int) -> State:
+    """The expert's view of a ``World`` (commanded pose: its last accepted arm command)."""
     return State(world.task.name, episode, world.object_pose("source"),
-                 world.object_pose("target"), None if commanded_q is None
-                 else np.asarray(commanded_q, float), world.arm_joints(), world.grasped())
+                 world.object_pose("target"), world.last_command, world.arm_joints(),
+                 world.grasped())
 
 
 class ScriptedExpert:
@@ -112,10 +113,11 @@ class ScriptedExpert:
         T = K.fk(q_ref)
         T_meas = K.fk(state.measured_q)
         if self.phase in ("lift", "carry", "lower"):
-            if not state.grasped:  # slipped: open and start over
-                self.phase, self.dwell, self.offset = "approach", 0, None
-            else:
+            grasp = state.source[:3, :3] @ [*task.source.grasp_point, 0.0] + state.source[:3, 3]
+            if state.grasped:
                 self.offset = T_meas[:3, 3] - state.source[:3, 3]
+            elif np.linalg.norm(T_meas[:3, 3] - grasp) > SLIPPED:  # dropped: start over
+                self.phase, self.dwell, self.offset = "approach", 0, None
         actions = []
         for _ in range(k):
             a = self._step(task, state, T)
@@ -210,3 +212,8 @@ class ExpertPolicy:
         return ActionChunk(actions=actions, confidence=np.ones(self.chunk_size, np.float32),
                            inference_ms=(time.perf_counter() - start) * 1e3,
                            model_id=self.model_id)
+
+
+def expert_for(env, **kwargs) -> ExpertPolicy:
+    """The expert on a ``WidowXTabletopEnv`` in this process."""
+    return ExpertPolicy(lambda: world_state(env.world, env.episode), **kwargs)

@@ -65,6 +65,9 @@ class World:
         self._geom_role = self._geom_roles()
         self._renderers: dict = {}
         self.seed: Optional[int] = None
+        # the driver's time profile (set_operating_modes); a new episode keeps it
+        self.moving_time, self.accel_time = DEFAULT_MOVING_TIME, DEFAULT_ACCEL_TIME
+        self.torque = np.ones(7, bool)
         self._tune_servos()
         self.reset(0)
 
@@ -130,8 +133,8 @@ class World:
             d.qpos[adr:adr + 3] = (x, y, spec.rest_z + 0.001)
             d.qpos[adr + 3:adr + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         self.torque = np.ones(7, bool)
-        self.moving_time, self.accel_time = DEFAULT_MOVING_TIME, DEFAULT_ACCEL_TIME
         self.gripper_force = GRIPPER_FORCE_PER_EFFORT * 250.0
+        self.last_command: Optional[np.ndarray] = None  # last accepted arm goal
         self._ref_start = q0.copy()
         self._goal = q0.copy()
         self._profile_t, self._profile_T, self._profile_Ta = 0.0, 0.0, 0.0
@@ -168,6 +171,7 @@ class World:
             T = max(T, span / K.JOINT_VELOCITY_LIMIT + ramp)
             ramp = min(ramp, T / 2)
         self._ref_start, self._goal = start, q
+        self.last_command = q.copy()
         self._profile_t, self._profile_T, self._profile_Ta = 0.0, T, ramp
         return ""
 
@@ -210,8 +214,9 @@ class World:
                 s = 1.0 - 0.5 * a * (T - t) ** 2
         return self._ref_start + (self._goal - self._ref_start) * s
 
-    def advance(self, seconds: float) -> None:
-        """Run the physics for ``seconds`` (servo reference updated every 10 ms)."""
+    def advance(self, seconds: float, observer=None) -> None:
+        """Run the physics for ``seconds`` (servo reference updated every 10 ms);
+        ``observer(world)`` is called after every 10 ms (recorders)."""
         m, d = self.model, self.data
         n_sub = max(1, int(round(CONTROL_DT / m.opt.timestep)))
         for _ in range(max(1, int(round(seconds / CONTROL_DT)))):
@@ -221,6 +226,8 @@ class World:
             # the servos hold the links up: gravity (and Coriolis) of the arm, per joint
             d.qfrc_applied[self._dof] = np.where(self.torque[:6], d.qfrc_bias[self._dof], 0.0)
             mujoco.mj_step(m, d, nstep=n_sub)
+            if observer is not None:
+                observer(self)
 
     # --- observations ----------------------------------------------------------------------
     @property
@@ -305,14 +312,20 @@ class World:
         return bool(np.all(np.isfinite(self.data.qpos)) and np.all(np.isfinite(self.data.qvel)))
 
     # --- rendering ---------------------------------------------------------------------------
-    def render(self, width: int = 640, height: int = 480) -> np.ndarray:
+    def render(self, width: int = 640, height: int = 480, lock=None) -> np.ndarray:
         """The Bridge camera's RGB frame (HxWx3 uint8) at this size: the 640x480 camera's
-        field of view whatever the size (a smaller frame is the same picture, resized)."""
+        field of view whatever the size (a smaller frame is the same picture, resized).
+        ``lock`` (held by whoever steps the physics) is only taken to copy the scene, not
+        while drawing. Call it from one thread (the GL context belongs to it)."""
         key = (int(width), int(height))
         r = self._renderers.get(key)
         if r is None:
             r = self._renderers[key] = mujoco.Renderer(self.model, key[1], key[0])
-        r.update_scene(self.data, camera="bridge")
+        if lock is None:
+            r.update_scene(self.data, camera="bridge")
+        else:
+            with lock:
+                r.update_scene(self.data, camera="bridge")
         return r.render()
 
     def close(self) -> None:
