@@ -24,13 +24,6 @@ from llada_vla_ros.sim import evaluate as E
 from llada_vla_ros.sim.tasks import get_task, task_names
 
 
-# The node's tracking-error limit in these runs: a world reset moves the arm back to the
-# start pose, and ~/start only re-anchors on the measured pose when the arm is farther than
-# this from the last command (a smaller move keeps the old reference). 0.15 rad is far above
-# the lag of the 5 Hz stream under the 250 ms time profile (~0.02 rad).
-RESET_TRACKING_ERROR = 0.15
-
-
 class Operator:
     """The harness's own ROS node: services of the node and the world, the instruction, and
     what comes back (episode outcome, chunks, frames, the node's diagnostics)."""
@@ -165,8 +158,7 @@ def run_task_through_ros(args, task_name: str, out: Path, ready_timeout: float =
                                       "expert_state_file": str(state_file)},
                         env, logs / f"sim_world_{task.name}.log"),
              start_node("policy_node", {"model_path": spec, "execute": False,
-                                        "device": args.device, "dtype": args.dtype or "",
-                                        "safety.max_tracking_error": RESET_TRACKING_ERROR},
+                                        "device": args.device, "dtype": args.dtype or ""},
                         env, logs / f"policy_node_{task.name}.log")]
     op = Operator(topics.IMAGE)
     episodes, videos = [], {}

@@ -171,6 +171,7 @@ def write_reports(out_dir, report: dict, videos: dict, fps: float = 5.0) -> dict
         sheet_rows.append((f"{task} seed {seed}: {verdict}", frames))
     if sheet_rows:
         paths["contact_sheet"] = contact_sheet(out / CONTACT_SHEET, sheet_rows)
+    paths["videos"] = video_files
     report = dict(report, videos=video_files)
     paths["json"].write_text(json.dumps(report, indent=2), encoding="utf-8")
     rows = _rows(report["summary"])

@@ -9,13 +9,13 @@ import numpy as np
 
 
 def write_mp4(path, frames: Sequence[np.ndarray], fps: float = 5.0) -> Path:
-    """H.264 MP4 of RGB uint8 frames (sizes padded to a multiple of 16 by the encoder)."""
+    """H.264 MP4 of RGB uint8 frames (an odd width or height is padded to even)."""
     import imageio.v2 as imageio
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with imageio.get_writer(path, fps=fps, codec="libx264", quality=7,
-                            macro_block_size=16, ffmpeg_log_level="error") as writer:
+                            macro_block_size=2, ffmpeg_log_level="error") as writer:
         for f in frames:
             writer.append_data(np.asarray(f, dtype=np.uint8))
     return path
