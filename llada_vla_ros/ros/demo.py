@@ -42,6 +42,8 @@ def demo_checkpoint(cache: Path, task: str) -> Path:
                      str(DEMO["noise"]), "--out", str(cache / "bags"), "--overwrite"]) != 0:
         raise RuntimeError("collecting the demonstrations failed")
     bags = sorted(str(p) for p in (cache / "bags").iterdir() if p.is_dir())
+    import torch
+    torch.set_num_threads(1)  # tiny ops: one thread is as fast, and immune to busy cores
     print(f"demo: training a tiny LLaDA-VLA on them ({DEMO['steps']} steps, CPU) -> {model}",
           flush=True)
     if finetune.main(bags + ["--init", "tiny", "--out", str(model), "--overwrite",
