@@ -33,30 +33,21 @@ import numpy as np  # noqa: E402
 
 def expert_success(seeds: int) -> dict:
     from llada_vla_ros.sim.env import WidowXTabletopEnv
+    from llada_vla_ros.sim.evaluate import run_episode
     from llada_vla_ros.sim.expert import expert_for
     from llada_vla_ros.sim.tasks import GRID_EPISODES, TASKS
 
-    blank = np.zeros((4, 4, 3), np.uint8)
     out = {}
     for name in TASKS:
         for layout, n in (("random", seeds), ("grid", GRID_EPISODES)):
             env = WidowXTabletopEnv(name, layout, image_size=None)
             expert = expert_for(env)
-            wins, steps = 0, []
-            for seed in range(n):
-                env.reset(seed=seed)
-                done, info = False, {}
-                while not done:
-                    for a in expert.predict(blank, env.instruction).actions:
-                        _, _, terminated, truncated, info = env.step(a)
-                        done = terminated or truncated
-                        if done:
-                            break
-                wins += info["success"]
-                if info["success"]:
-                    steps.append(info["steps"])
+            eps = [run_episode(env, expert, seed) for seed in range(n)]
+            wins = sum(e["success"] for e in eps)
+            steps = [e["steps"] for e in eps if e["success"]]
             out[f"{name}/{layout}"] = {"episodes": n, "successes": int(wins),
                                        "success_rate": wins / n,
+                                       "failed_seeds": [e["seed"] for e in eps if not e["success"]],
                                        "median_steps": float(np.median(steps)) if steps else None}
             print(f"expert {name:8s} {layout:6s} {wins}/{n}", flush=True)
             env.close()

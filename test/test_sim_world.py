@@ -127,3 +127,17 @@ def test_expert_through_the_real_policy_node_completes_an_episode(domain, tmp_pa
     log = (out / "logs" / "sim_world_stack.log").read_text()
     assert "arm time profile: 250 ms" in log  # the node set the Bridge profile
     assert (out / "videos" / "stack_seed5.mp4").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("params,words", [
+    ({"task": "banana"}, "unknown task 'banana'"),
+    ({"layout": "spiral"}, "layout must be one of"),
+    ({"encoding": "yuv422"}, "encoding must be one of"),
+])
+def test_bad_configuration_exits_with_the_cause(domain, tmp_path, params, words):
+    world = NodeProcess("sim_world", domain, tmp_path, params)
+    world.proc.wait(30)
+    out = world.log.read_text()
+    assert world.stop() == 2, out
+    assert "invalid configuration" in out and words in out, out
+    assert "Traceback" not in out

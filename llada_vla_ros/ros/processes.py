@@ -59,5 +59,7 @@ def isolated_ros_env(domain_id: int | None = None) -> dict:
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_DOMAIN_ID=str(random.randint(120, 200) if domain_id is None else domain_id))
+    # several busy processes on few cores: spinning OpenMP threads slow torch down many times
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.pop("ROS_LOCALHOST_ONLY", None)
     return env

@@ -160,9 +160,10 @@ def run_task_through_ros(args, task_name: str, out: Path, ready_timeout: float =
              start_node("policy_node", {"model_path": spec, "execute": False,
                                         "device": args.device, "dtype": args.dtype or ""},
                         env, logs / f"policy_node_{task.name}.log")]
-    op = Operator(topics.IMAGE)
+    op = None
     episodes, videos = [], {}
     try:
+        op = Operator(topics.IMAGE)
         t0 = time.monotonic()
         op.wait(lambda: op.model, ready_timeout, "the policy to report ready (diagnostics "
                 f"'model'); see {logs}/policy_node_{task.name}.log")
@@ -206,9 +207,10 @@ def run_task_through_ros(args, task_name: str, out: Path, ready_timeout: float =
                 f"after {episodes[-1]['steps']} steps")
         op.call("stop")
     finally:
-        op.close()
         for p in reversed(procs):
             stop_node(p)
+        if op is not None:
+            op.close()
     return episodes, videos
 
 

@@ -1,7 +1,7 @@
 """sim_world: the simulated tabletop (``sim.World``) behind the real drivers' interfaces.
 
-Camera (like realsense2_camera): the rendered Bridge view on the color topic, rgb8, the
-driver's QoS and frame id, ``width`` x ``height`` at ``fps`` (a thread of its own: the GL
+Camera (like realsense2_camera): the rendered Bridge view on the color topic, rgb8 (or
+``encoding``), the driver's QoS and frame id, ``width`` x ``height`` at ``fps`` (a thread of its own: the GL
 context belongs to it, and drawing never blocks the joint states).
 
 Arm (like interbotix xs_sdk in /<robot_name>): commands/joint_group (JointGroupCommand
@@ -38,6 +38,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from llada_vla_ros import kinematics, topics
+from llada_vla_ros.images import ENCODINGS, rgb_to_image_fields
 from llada_vla_ros.ros import qos
 from llada_vla_ros.ros.spin import run
 from llada_vla_ros.sim.expert import world_state
@@ -54,6 +55,7 @@ PARAMETERS = {
     "rate_hz": 100.0,
     "image_topic": topics.IMAGE,
     "frame_id": "camera_color_optical_frame",
+    "encoding": "rgb8",   # like the D435; others (bgr8, rgba8, mono8, ...) test conversions
     "width": 640,
     "height": 480,
     "fps": 30.0,
@@ -72,6 +74,9 @@ class SimWorld(Node):
         if p("layout") not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {p('layout')!r}")
         task = get_task(p("task"))  # ValueError naming the tasks
+        if p("encoding") not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, "
+                             f"got {p('encoding')!r}")
         for name in ("width", "height"):
             if not 16 <= p(name) <= 1280:
                 raise ValueError(f"{name} must be in 16..1280, got {p(name)}")
@@ -258,11 +263,15 @@ class SimWorld(Node):
 
     def _camera_loop(self, fps: float) -> None:
         period, w, h = 1.0 / fps, *self.frame_size
+        encoding = self.get_parameter("encoding").value
         next_t = time.monotonic()
         while self.running:
             rgb = self.world.render(w, h, lock=self.lock)
-            msg = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w,
-                        data=rgb.tobytes())
+            if encoding == "rgb8":
+                msg = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w,
+                            data=rgb.tobytes())
+            else:
+                msg = Image(**rgb_to_image_fields(rgb, encoding))
             msg.header.stamp = self.get_clock().now().to_msg()
             msg.header.frame_id = self.get_parameter("frame_id").value
             self.pub_image.publish(msg)

@@ -49,15 +49,19 @@ def parse_size(text: str) -> tuple:
     return w, h
 
 
+BLANK = np.zeros((4, 4, 3), np.uint8)  # the frame of an environment without a camera
+
+
 def run_episode(env, policy, seed: int, actions_per_chunk: int = 5,
                 keep_frames: bool = False) -> dict:
-    """One closed-loop episode; returns its outcome (and frames when asked)."""
+    """One closed-loop episode; returns its outcome (and frames when asked). Without a
+    camera (``image_size=None``) the policy sees a blank frame: for the privileged expert."""
     obs, info = env.reset(seed=seed)
     frames = [obs["image"]] if keep_frames else None
     latencies, held = [], 0
     done = False
     while not done:
-        chunk = policy.predict(obs["image"], env.instruction)
+        chunk = policy.predict(obs.get("image", BLANK), env.instruction)
         latencies.append(float(chunk.inference_ms))
         for action in np.asarray(chunk.actions)[:actions_per_chunk]:
             obs, _, terminated, truncated, info = env.step(action)
