@@ -94,7 +94,7 @@ def step_timing(steps: int = 120) -> dict:
             "render_640x480": stat(render), "physics_0.2s": stat(physics)}
 
 
-def ros_rates(policy: str, seconds_task: str = "stack", episodes: int = 2) -> dict:
+def ros_rates(policy: str, seconds_task: str = "stack", episodes: int = 3) -> dict:
     """Rates a third process receives while the node runs ``episodes`` of a task."""
     import random
 
@@ -177,6 +177,7 @@ def main(argv=None) -> int:
     p.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--skip-ros", action="store_true")
     p.add_argument("--checkpoint", default="", help="policy for the ROS rates (default expert)")
+    p.add_argument("--ros-episodes", type=int, default=3)
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
     report["timing"] = step_timing()
     print(json.dumps(report["timing"], indent=1), flush=True)
     if not args.skip_ros:
-        report["ros"] = ros_rates(args.checkpoint or "expert")
+        report["ros"] = ros_rates(args.checkpoint or "expert", episodes=args.ros_episodes)
         print(json.dumps(report["ros"], indent=1), flush=True)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

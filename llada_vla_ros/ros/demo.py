@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 # The demo model: expert demonstrations of the 24 grid episodes, a short CPU training.
-DEMO = {"version": 1, "episodes": 24, "layout": "grid", "image_size": "160x120",
+DEMO = {"version": 2, "episodes": 24, "layout": "grid", "image_size": "160x120",
         "noise": 0.002, "steps": 600, "lr": 1e-3, "batch_size": 16}
 
 

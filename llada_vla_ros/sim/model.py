@@ -142,7 +142,7 @@ def build_mjcf(task: Task) -> str:
     return f"""<mujoco model="widowx_tabletop_{task.name}">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{TIMESTEP}" integrator="Euler" cone="elliptic" impratio="10"/>
-  <visual><global offwidth="1280" offheight="960"/><quality shadowsize="0"/>
+  <visual><global offwidth="1280" offheight="960"/><quality shadowsize="0" offsamples="0"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.3 0.3 0.3" specular="0 0 0"/></visual>
   <default>
     <default class="robot"><geom contype="4" conaffinity="3" rgba="{ROBOT_RGBA}"/></default>
