@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from . import __name__ as _sim  # noqa: F401  (sets MUJOCO_GL before mujoco loads)
-
-import mujoco
+import mujoco  # after llada_vla_ros/sim/__init__.py, which defaults MUJOCO_GL to egl
 import numpy as np
 
 from .. import kinematics as K
