@@ -21,8 +21,11 @@ def param_value(value) -> str:
     return repr(value)
 
 
-def node_command(name: str, params: dict | None = None, args: list | None = None) -> list:
+def node_command(name: str, params: dict | None = None, args: list | None = None,
+                 namespace: str = "") -> list:
     cmd = [executable(name)] + list(args or []) + ["--ros-args"]
+    if namespace:
+        cmd += ["-r", f"__ns:=/{namespace.strip('/')}"]
     for k, v in (params or {}).items():
         cmd += ["-p", f"{k}:={param_value(v)}"]
     return cmd

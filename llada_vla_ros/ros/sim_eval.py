@@ -85,8 +85,8 @@ class Operator:
 
     def _on_diag(self, msg):
         for status in msg.status:
-            if status.name == "llada_vla_ros: policy":
-                values = {kv.key: kv.value for kv in status.values}
+            values = {kv.key: kv.value for kv in status.values}
+            if "model" in values and "hold_reason" in values:  # the policy node's status
                 with self.lock:
                     self.model = values.get("model", "")
                     self.hold_reason = values.get("hold_reason", "")

@@ -19,8 +19,8 @@ from typing import Optional
 
 import numpy as np
 
-from .kinematics import fk
-from .safety import SafetyDecision, SafetyFilter, SafetyLimits
+from ..kinematics import fk
+from ..safety import SafetyDecision, SafetyFilter, SafetyLimits
 
 
 class ArmController:
@@ -50,11 +50,11 @@ class ArmController:
         """Start a new plan: the next delta applies to the last commanded pose."""
         self.target = None
 
-    def resume(self, q_measured) -> str:
+    def resume(self) -> str:
         """The operator restarts motion (~/start): clears a latched tracking fault (see
         ``SafetyFilter.resume``) and re-plans. Returns what was done."""
         self.target = None
-        return self.safety.resume(q_measured)
+        return self.safety.resume()
 
     def update(self, limits: Optional[SafetyLimits] = None,
                gripper_threshold: Optional[float] = None) -> None:
