@@ -349,10 +349,17 @@ def _gripper_opening(names: list, positions) -> Optional[tuple]:
     return None
 
 
-def _fk_actions(frame_stamps, js_stamps, js_q, js_grip) -> list:
-    """Delta-EE actions between consecutive frames; None where no pose is known."""
+def _fk_actions(frame_stamps, js_stamps, js_q, js_grip, frame_bag_ns=None,
+                gripper_commands=()) -> list:
+    """Delta-EE actions between consecutive frames; None where no pose is known. The gripper
+    is the last recorded gripper command (pwm: +effort = open 1, -effort = closed 0) at the
+    next frame (bag time); before any command, the normalised opening there. Commands are
+    what the operator asked: the opening of fingers closed on an object stays above half
+    for objects wider than half the travel."""
     order = np.argsort(js_stamps, kind="stable")
     ts, q, g = js_stamps[order].astype(np.float64), js_q[order], js_grip[order]
+    cmd_ns = np.array([t for t, _ in gripper_commands], dtype=np.int64)
+    cmd_open = [v for _, v in gripper_commands]
     poses, grips = [], []
     for s in frame_stamps:
         if s < ts[0] or s > ts[-1]:
@@ -370,7 +377,11 @@ def _fk_actions(frame_stamps, js_stamps, js_q, js_grip) -> list:
         T0, T1 = poses[i], poses[i + 1]
         droll, dpitch, dyaw = kinematics.matrix_to_euler_sxyz(T1[:3, :3] @ T0[:3, :3].T)
         dp = T1[:3, 3] - T0[:3, 3]
-        actions.append(np.array([*dp, droll, dpitch, dyaw, grips[i + 1]], dtype=np.float32))
+        grip = grips[i + 1]
+        if gripper_commands and frame_bag_ns is not None:
+            k = int(np.searchsorted(cmd_ns, frame_bag_ns[i + 1], side="right")) - 1
+            grip = cmd_open[k] if k >= 0 else grip
+        actions.append(np.array([*dp, droll, dpitch, dyaw, grip], dtype=np.float32))
     return actions
 
 
@@ -383,8 +394,10 @@ def load_episode(path, *, image_topic: str = T.IMAGE, instruction_topic: str = T
 
     ``action_source``: ``action_chunk`` (first action of the latest chunk whose header stamp
     equals or precedes the image stamp), ``joint_states`` (delta EE pose between this frame
-    and the next, by forward kinematics, Bridge convention; gripper = normalised opening at
-    the next frame), or ``auto`` (chunks when the bag has any, else joint states).
+    and the next, by forward kinematics, Bridge convention; gripper = the gripper command in
+    force at the next frame when the bag has JointSingleCommand 'gripper' messages, else
+    the normalised opening there), or ``auto`` (chunks when the bag has any, else joint
+    states).
     The instruction in force is the latest one recorded before the image (bag time).
     ``hz`` keeps at most that many frames per second (e.g. the 5 Hz control rate).
     Frames without an action (before the first chunk or joint state, the last frame of a
@@ -405,6 +418,9 @@ def load_episode(path, *, image_topic: str = T.IMAGE, instruction_topic: str = T
         expected = {image_topic: T.IMAGE_TYPE, instruction_topic: T.INSTRUCTION_TYPE,
                     action_or_js: (T.ACTION_CHUNK_TYPE if source == "action_chunk"
                                    else T.JOINT_STATES_TYPE)}
+        single_topic = T.robot_topic(robot_name, T.JOINT_SINGLE_COMMAND)
+        if source == "joint_states":
+            expected[single_topic] = T.JOINT_SINGLE_COMMAND_TYPE
         conns = [c for c in reader.connections if c.topic in expected]
         for conn in conns:
             if conn.msgtype != expected[conn.topic]:
@@ -413,7 +429,7 @@ def load_episode(path, *, image_topic: str = T.IMAGE, instruction_topic: str = T
         store = make_typestore(custom=False)
         _register_types(store, conns, path)
         scan = _scan(reader, store, conns, image_topic, instruction_topic, action_or_js,
-                     source, path)
+                     source, path, single_topic)
         chosen = _choose_frames(scan, source, hz, max_frames)
         images = _decode_images(reader, store, conns, image_topic, chosen, path)
     finally:
@@ -481,15 +497,18 @@ def _pick_action_source(path, reader, counts, action_source, action_topic, js_to
 
 
 def _scan(reader, store, conns, image_topic, instruction_topic, action_topic, source,
-          path) -> dict:
+          path, single_topic: str = "") -> dict:
     """First pass: image stamps, instructions, and chunks or joint states (no pixels)."""
-    scan = {"images": [], "instructions": [], "chunks": [], "js": []}
+    scan = {"images": [], "instructions": [], "chunks": [], "js": [], "gripper_commands": []}
     for conn, bag_ns, raw in reader.messages(connections=conns):
         msg = store.deserialize_cdr(raw, conn.msgtype)
         if conn.topic == image_topic:
             scan["images"].append((len(scan["images"]), _stamp_ns(msg, bag_ns), bag_ns))
         elif conn.topic == instruction_topic:
             scan["instructions"].append((bag_ns, str(msg.data)))
+        elif conn.topic == single_topic:
+            if msg.name == "gripper" and msg.cmd != 0:
+                scan["gripper_commands"].append((bag_ns, 1.0 if msg.cmd > 0 else 0.0))
         elif source == "action_chunk":
             actions = np.asarray(msg.actions, dtype=np.float32)
             if msg.action_dim != ACTION_DIM or actions.size < ACTION_DIM:
@@ -534,7 +553,9 @@ def _choose_frames(scan: dict, source: str, hz, max_frames) -> list:
         js = scan["js"]
         actions = _fk_actions(stamps, np.array([t for t, _, _ in js], dtype=np.int64),
                               np.array([q for _, q, _ in js], dtype=np.float64),
-                              _normalised_gripper(js))
+                              _normalised_gripper(js),
+                              np.array([b for _, _, b in images], dtype=np.int64),
+                              scan["gripper_commands"])
     chosen = [(image, a) for image, a in zip(images, actions) if a is not None]
     return chosen if max_frames is None else chosen[:max_frames]
 

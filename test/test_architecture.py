@@ -64,7 +64,8 @@ def test_one_version_and_entry_points_in_one_place():
     scripts = [line.split("=")[0].strip()
                for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines()]
     assert {"policy_node", "sim_camera", "sim_widowx", "llada-vla-eval",
-            "llada-vla-train"} <= set(scripts)
+            "llada-vla-train", "sim_world", "llada-vla-sim-collect",
+            "llada-vla-sim-eval"} <= set(scripts)
 
 
 def test_yaml_marks_exactly_the_runtime_parameters():
