@@ -32,6 +32,7 @@ from llada_vla_ros.action_tokenizer import ActionTokenizer  # noqa: E402
 from llada_vla_ros.decoding import STRATEGIES, DecodeConfig, decode, generate  # noqa: E402
 from llada_vla_ros.model import (LladaVlaConfig, LladaVlaForActions,  # noqa: E402
                                  build_tiny_tokenizer, from_pretrained)
+from llada_vla_ros.model.anyres import num_crops  # noqa: E402
 from llada_vla_ros.model.checkpoint import default_dtype, resolve_dtype  # noqa: E402
 
 CACHE_MODES = {"exact (no cache)": 1, "prefix cache": 0, "refresh every 5": 5}
@@ -106,8 +107,9 @@ def nparams(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def model_costs(model, prompt_len: int) -> dict:
-    """Weight bytes streamed per forward pass and FLOPs of one prefill (approximate)."""
+def model_costs(model, prompt_len: int, crops: int = 1) -> dict:
+    """Weight bytes streamed per forward pass and FLOPs of one prefill (approximate);
+    ``crops`` images through the vision tower (anyres: the base image + its tiles)."""
     c, v = model.config, model.config.vision_config
     A, H, L = c.num_action_tokens, c.hidden_size, c.num_hidden_layers
     elem = model.lm_head.weight.element_size()
@@ -116,12 +118,13 @@ def model_costs(model, prompt_len: int) -> dict:
     # per pass: every decoder layer, the final norm and the V_a action rows of the LM head
     pass_bytes = nbytes(model.model.layers) + nbytes(model.model.norm) + c.num_bins * H * elem
     S = prompt_len + A
-    vision_flops = (2 * (nparams(model.vision_tower) + nparams(model.mm_projector)) * n_img
-                    + 4 * v.num_hidden_layers * n_img ** 2 * v.hidden_size)
+    vision_flops = crops * (2 * (nparams(model.vision_tower) + nparams(model.mm_projector))
+                            * n_img + 4 * v.num_hidden_layers * n_img ** 2 * v.hidden_size)
     backbone_flops = 2 * nparams(model.model.layers) * S + 4 * L * S ** 2 * H
     return {"vision_bytes": vision_bytes, "pass_bytes": pass_bytes,
             "vision_flops": vision_flops, "prefill_flops": backbone_flops,
-            "prompt_len": prompt_len, "action_tokens": A}
+            "prompt_len": prompt_len, "action_tokens": A, "crops": crops,
+            "image_input": f"{c.image_aspect_ratio}/{c.mm_patch_merge_type}"}
 
 
 def lower_bound_ms(costs, bandwidth, peak, passes, full_passes=1) -> float:
@@ -309,7 +312,7 @@ def main(argv=None) -> int:
             model_desc += f"; SMOKE RUN with {args.layers} layer(s) only, not a measurement"
 
     prompt_len = model.prepare(image, instruction).prefix_len
-    costs = model_costs(model, prompt_len)
+    costs = model_costs(model, prompt_len, num_crops(model.config, image.shape[1::-1]))
     print("measuring bandwidth and peak FLOP/s ...", flush=True)
     bandwidth, peak = measure_bandwidth(device), measure_peak_flops(device, dtype)
     ideal = lower_bound_ms(costs, bandwidth, peak, passes=10)

@@ -72,7 +72,7 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument(
             'namespace', default_value='',
-            description='Namespace of the policy node (its topics are absolute)'),
+            description='Namespace of the policy node: its outputs and a per-arm estop follow it (inputs are parameters)'),
         DeclareLaunchArgument(
             'params_file', default_value='',
             description='Parameter YAML; empty = the package config/policy.yaml'),

@@ -4,7 +4,9 @@
         instruction:="put the spoon on the towel" execute:=true record:=true
 
 ``camera:=false`` / ``arm:=false`` leave out a driver started elsewhere; ``sim:=true`` runs
-the package's sim_camera and sim_widowx stand-ins instead of both drivers (no hardware);
+the package's sim_world instead of both drivers (no hardware): a MuJoCo tabletop with one of
+the paper's tasks (``task:=``, ``seed:=``), its camera on the RealSense topic and its arm
+behind the xs_sdk interface; the instruction defaults to the task's;
 ``policy:=false record:=true`` records demonstrations (for ``llada-vla-train``).
 Motion stays off unless ``execute:=true``. Valid on Humble and Jazzy.
 """
@@ -21,6 +23,7 @@ from launch_ros.actions import Node
 from llada_vla_ros import topics
 from llada_vla_ros.launch_args import (as_bool, package_share, policy_launch_arguments,
                                       require_rosbag2)
+from llada_vla_ros.sim.tasks import get_task
 
 PACKAGE = 'llada_vla_ros'
 
@@ -40,11 +43,13 @@ def launch_setup(context):
                                                                     arg('camera_name'))
     actions = []
 
+    instruction = arg('instruction')
     if sim:
-        actions.append(Node(package=PACKAGE, executable='sim_camera', output='screen',
-                            parameters=[{'topic': image_topic}]))
-        actions.append(Node(package=PACKAGE, executable='sim_widowx', output='screen',
-                            parameters=[{'robot_name': robot_name}]))
+        task = get_task(arg('task'))  # an unknown task fails here, naming the choices
+        actions.append(Node(package=PACKAGE, executable='sim_world', output='screen',
+                            parameters=[{'robot_name': robot_name, 'image_topic': image_topic,
+                                         'task': task.name, 'seed': int(arg('seed'))}]))
+        instruction = instruction or task.instruction
     if as_bool(arg('camera')) and not sim:
         profile = arg('color_profile')
         actions.append(IncludeLaunchDescription(
@@ -76,7 +81,7 @@ def launch_setup(context):
             PythonLaunchDescriptionSource(os.path.join(here, 'policy.launch.py')),
             launch_arguments=policy_launch_arguments(
                 arg, execute=arg('execute'), robot_name=robot_name, image_topic=image_topic,
-                instruction_topic=topics.INSTRUCTION)))
+                instruction_topic=topics.INSTRUCTION, instruction=instruction)))
 
     if as_bool(arg('record')):
         require_rosbag2(arg('bag_storage'), 'record:=true',
@@ -104,7 +109,14 @@ def generate_launch_description():
             description='Start the Interbotix driver (interbotix_xsarm_control)'),
         DeclareLaunchArgument(
             'sim', default_value='false',
-            description='Start sim_camera and sim_widowx instead of both drivers (no hardware)'),
+            description='Start sim_world (simulated camera + arm + task) instead of both '
+                        'drivers (no hardware)'),
+        DeclareLaunchArgument(
+            'task', default_value='carrot',
+            description='sim:=true: the task (spoon, carrot, stack or eggplant)'),
+        DeclareLaunchArgument(
+            'seed', default_value='0',
+            description='sim:=true: the seed of the first episode (object placement)'),
         DeclareLaunchArgument(
             'policy', default_value='true',
             description='Start the policy node; false = drivers (+ recorder) only, e.g. to '
@@ -166,7 +178,8 @@ def generate_launch_description():
             description='true = send commands to the arm (or call ~/start later)'),
         DeclareLaunchArgument(
             'instruction', default_value='',
-            description='Instruction in force at start; empty = wait for one on the topic'),
+            description='Instruction in force at start; empty = wait for one on the topic '
+                        '(sim:=true: the task\'s instruction)'),
         DeclareLaunchArgument(
             'log_level', default_value='info',
             description='Log level of the policy node'),

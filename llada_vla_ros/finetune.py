@@ -2,21 +2,24 @@
 
     llada-vla-train BAG [BAG ...] --init CKPT_DIR --out OUT_DIR [--steps 1000] [--hz 5]
     llada-vla-train BAG [BAG ...] --init tiny --out OUT_DIR     # a fresh tiny model (CPU)
+    accelerate launch --config_file config/accelerate/fsdp.yaml -m llada_vla_ros.finetune \
+        BAG ... --init CKPT_DIR --out OUT_DIR --recipe paper --gradient-checkpointing
+    llada-vla-train BAG ... --init CKPT_DIR --out OUT_DIR --lora-rank 16 --dtype bfloat16
+    llada-vla-train --plan --gpus 8 --gpu-memory 80            # memory per GPU, no training
 
 A BAG is a bag (also split, or without metadata.yaml) or a directory of bags.
 
 Examples come from ``dataset.load_examples`` (each frame with an instruction and the next
 chunk_size actions the arm made, from its joint states, at ``--hz``, 5 = the control rate,
-by default). The action
-statistics (q01/q99 per dimension, gripper left raw) are computed from these examples and
-saved under ``--unnorm-key``. Training is ``training.train`` (LSC masked-diffusion loss,
-AdamW, warm-up + cosine). OUT_DIR receives a checkpoint the policy node loads (config.json,
+by default). The action statistics (q01/q99 per dimension, gripper left raw) are computed
+from these examples and saved under ``--unnorm-key``. Training is ``finetuning.loop.fit``
+on Hugging Face Accelerate: run under ``accelerate launch`` for DDP, FSDP or DeepSpeed
+ZeRO-3 (config/accelerate/*.yaml), ``--mixed-precision bf16``, ``--gradient-checkpointing``,
+``--global-batch`` reached by accumulation, ``--lora-rank`` for LoRA (merged on save),
+``--recipe paper`` for the paper's recipe, ``--save-every``/``--resume`` for training
+checkpoints. OUT_DIR receives a checkpoint the policy node loads (config.json,
 model.safetensors, tokenizer.json, dataset_statistics.json) plus ``train_log.json``
 (arguments, per-bag summary, losses) and ``loss.png``.
-
-Memory: the loop is single-process AdamW over every trainable parameter (about 16 bytes per
-parameter in float32), so a full-size (8.4 B) model needs more than one GPU holds; this
-command does not shard.
 """
 from __future__ import annotations
 
@@ -32,9 +35,11 @@ import numpy as np
 DEFAULT_UNNORM_KEY = "widowx_bags"
 
 
-def init_model(spec: str, device: str = "cpu", dtype: Optional[str] = None):
+def init_model(spec: str, device: str = "cpu", dtype: Optional[str] = None,
+               chunk_size: Optional[int] = None):
     """``tiny`` (a fresh tiny model) or a LLaDA-VLA checkpoint directory, in float32 unless
-    ``dtype`` says otherwise (AdamW on bfloat16 weights loses small updates)."""
+    ``dtype`` says otherwise (AdamW on bfloat16 weights loses small updates; a LoRA run keeps
+    the frozen weights in bfloat16). Seed torch first for a reproducible tiny model."""
     import torch
 
     from .model import LladaVlaConfig, LladaVlaForActions, build_tiny_tokenizer, from_pretrained
@@ -42,13 +47,16 @@ def init_model(spec: str, device: str = "cpu", dtype: Optional[str] = None):
 
     dt = resolve_dtype(dtype or "float32", torch.device(device))
     if spec == "tiny":
-        config = LladaVlaConfig.tiny()
+        config = LladaVlaConfig.tiny(**({"chunk_size": chunk_size} if chunk_size else {}))
         model = LladaVlaForActions(config).to(device=device, dtype=dt)
         model.tokenizer = build_tiny_tokenizer(config.num_bins)
         return model
     if not Path(spec).is_dir():
         raise FileNotFoundError(f"--init {spec}: not 'tiny' and not a checkpoint directory")
-    return from_pretrained(spec, torch_dtype=dt, device=device)
+    model = from_pretrained(spec, torch_dtype=dt, device=device)
+    if chunk_size:  # the architecture does not depend on it: K x D action positions
+        model.config.chunk_size = int(chunk_size)
+    return model
 
 
 def plot_losses(path, losses) -> Path:
@@ -77,92 +85,217 @@ def plot_losses(path, losses) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     from .bag import add_bag_arguments, add_episode_arguments
+    from .finetuning.loop import RECIPES
+    from .finetuning.lora import DEFAULT_MODULES
 
     p = argparse.ArgumentParser(prog="llada-vla-train", description=__doc__.split("\n")[0])
-    add_bag_arguments(p, " (one episode per bag)")
-    p.add_argument("--init", required=True,
-                   help="LLaDA-VLA checkpoint directory to start from, or 'tiny'")
-    p.add_argument("--out", required=True, help="output checkpoint directory")
+    add_bag_arguments(p, " (one episode per bag)", nargs="*")  # none with --plan
+    p.add_argument("--init", help="LLaDA-VLA checkpoint directory to start from, or 'tiny'")
+    p.add_argument("--out", help="output checkpoint directory")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out directory")
     p.add_argument("--unnorm-key", default=DEFAULT_UNNORM_KEY,
                    help="dataset key of the saved action statistics")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--warmup-steps", type=int, default=None,
-                   help="linear warm-up (default: a tenth of --steps, at most 100)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--loss", choices=("lsc", "full_vocab"), default="lsc")
-    p.add_argument("--freeze-vision", action="store_true",
+    g = p.add_argument_group("schedule")
+    g.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="a named recipe; 'paper': 3 epochs, lr 2e-5, global batch 128, chunk "
+                        "5, 3%% warm-up, cosine (explicit options override it)")
+    g.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1000)")
+    g.add_argument("--epochs", type=float, default=None, help="passes over the examples")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
+    g.add_argument("--global-batch", "--batch-size", dest="global_batch", type=int,
+                   default=None, help="examples per optimizer step over all processes "
+                                      "(default 8)")
+    g.add_argument("--micro-batch", type=int, default=None,
+                   help="examples per process per forward (default: global batch / "
+                        "processes, no accumulation)")
+    g.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up (default: a tenth of the steps, at most 100)")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--max-grad-norm", type=float, default=1.0)
+    g.add_argument("--loss", choices=("lsc", "full_vocab"), default="lsc")
+    g.add_argument("--chunk-size", type=int, default=None, help="actions per chunk")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("memory and engines")
+    g.add_argument("--device", default="auto",
+                   help="auto | cpu | cuda (under accelerate launch: the process's GPU)")
+    g.add_argument("--dtype", default=None,
+                   help="weights: float32 (default) | bfloat16 (default with --lora-rank)")
+    g.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None,
+                   help="autocast (default: accelerate launch's setting, else no)")
+    g.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute each layer in the backward pass (memory for time)")
+    g.add_argument("--freeze-vision", action="store_true",
                    help="keep the vision tower fixed (the projector still trains)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default=None, help="float32 (default) | bfloat16")
-    p.add_argument("--seed", type=int, default=0)
+    g.add_argument("--lora-rank", type=int, default=0, help="LoRA rank (0 = full fine-tuning)")
+    g.add_argument("--lora-alpha", type=float, default=None, help="default 2 x rank")
+    g.add_argument("--lora-modules", nargs="+", default=list(DEFAULT_MODULES),
+                   help="modules with adapters (default: %(default)s)")
+    g.add_argument("--lora-dropout", type=float, default=0.0)
+    g.add_argument("--save-every", type=int, default=0,
+                   help="training checkpoint every N steps in OUT/checkpoints (0: at the end)")
+    g.add_argument("--resume", default=None,
+                   help="a training checkpoint directory, or 'latest' in OUT/checkpoints")
+    g = p.add_argument_group("plan (no training)")
+    g.add_argument("--plan", action="store_true",
+                   help="print per-GPU memory of full fine-tuning and LoRA, then exit")
+    g.add_argument("--gpus", type=int, default=1)
+    g.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU")
+    g.add_argument("--model-params", type=float, default=None,
+                   help="parameters (default: those of --init, or LLaDA-V's 8.4 B)")
+    g.add_argument("--image-size", default="640x480", help="camera image WxH")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     # train on the motion the arm made, also in policy trials that recorded ActionChunks
     add_episode_arguments(p, hz=5.0, action_source="joint_states")
     return p
 
 
-def check_args(args) -> None:
-    """ValueError naming the first bad argument."""
-    for name in ("steps", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
-                             f"{getattr(args, name)}")
+def resolve_args(args) -> None:
+    """Recipe, then defaults, for the schedule options left unset; ValueError naming the
+    first bad argument."""
+    from .finetuning.loop import RECIPES
+
+    recipe = RECIPES.get(args.recipe, {})
+    defaults = {"lr": 1e-4, "global_batch": 8, "epochs": None, "chunk_size": None}
+    for key in ("lr", "global_batch", "epochs", "chunk_size"):
+        if getattr(args, key) is None:
+            setattr(args, key, recipe.get(key, defaults[key]))
+    args.warmup_ratio = recipe.get("warmup_ratio", 0.0)
+    if args.steps is None and args.epochs is None:
+        args.steps = 1000
+    if args.plan:
+        return
+    if not args.bags:
+        raise ValueError("give at least one bag (or --plan)")
+    for name in ("init", "out"):
+        if not getattr(args, name):
+            raise ValueError(f"--{name} is required")
+    for name in ("steps", "global_batch", "micro_batch", "chunk_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.epochs is not None and not args.epochs > 0:
+        raise ValueError(f"--epochs must be > 0, got {args.epochs}")
     if not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if args.lora_rank < 0:
+        raise ValueError(f"--lora-rank must be >= 0, got {args.lora_rank}")
     if not args.unnorm_key.strip():
         raise ValueError("--unnorm-key must not be empty")
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+    if (out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite
+            and not args.resume):
         raise ValueError(f"--out {out} exists and is not an empty directory "
                          "(give --overwrite to write into it)")
 
 
+
+def print_plan(args) -> int:
+    from .finetuning.plan import format_plan
+    from .model import LladaVlaConfig
+
+    if args.init and args.init != "tiny":
+        config = LladaVlaConfig.from_json_file(str(Path(args.init) / "config.json"))
+    else:
+        config = LladaVlaConfig.tiny() if args.init == "tiny" else LladaVlaConfig.full()
+    w, h = (int(x) for x in args.image_size.lower().split("x"))
+    print(format_plan(config, args.gpus, args.gpu_memory, global_batch=args.global_batch,
+                      params=args.model_params, micro_batch=args.micro_batch or 1,
+                      lora_rank=args.lora_rank or 16, lora_modules=args.lora_modules,
+                      image_size=(w, h), checkpointing=True))
+    return 0
+
+
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        resolve_args(args)
+    except ValueError as exc:
+        print(f"llada-vla-train: error: {exc}", file=sys.stderr)
+        return 2
+    if args.plan:
+        return print_plan(args)
+    import torch
+
     from .action_tokenizer import STATS_FILE, NormStats
     from .bag import BagError, episode_options, find_bags
     from .dataset import load_examples
-    from .training import action_tokenizer_for, train
+    from .finetuning.loop import (FitConfig, export_state_dict, fit, latest_checkpoint,
+                                  make_accelerator, processes)
+    from .finetuning.lora import add_lora, trainable_parameters
+    from .training import action_tokenizer_for
 
     start = time.perf_counter()
     try:
-        check_args(args)
+        device = args.device if args.device != "auto" else (
+            "cuda" if torch.cuda.is_available() else "cpu")
+        accelerator = make_accelerator(cpu=device == "cpu",
+                                       mixed_precision=args.mixed_precision)
+        torch.manual_seed(args.seed)  # before the model is built: --init tiny is seeded too
+        dtype = args.dtype or ("bfloat16" if args.lora_rank else None)
         bags = find_bags(args.bags)
-        model = init_model(args.init, args.device, args.dtype)
+        model = init_model(args.init, "cpu", dtype, args.chunk_size)
         examples, summary = load_examples(bags, model.config.chunk_size,
                                           progress=not args.quiet, **episode_options(args))
         stats = NormStats.from_actions(np.stack([e.actions for e in examples]))
         tokenizer = action_tokenizer_for(model.config, stats, args.unnorm_key)
+        resume = args.resume
+        if resume == "latest":
+            resume = latest_checkpoint(args.out)
+            if resume is None:
+                raise FileNotFoundError(f"--resume latest: no training checkpoint in "
+                                        f"{args.out}/checkpoints")
     except (BagError, FileNotFoundError, ValueError) as exc:
         print(f"llada-vla-train: error: {exc}", file=sys.stderr)
         return 2
-    for bag, s in summary.items():
-        skipped = "; ".join(f"{why}: {n}" for why, n in s["skipped"].items()) or "none"
-        print(f"{bag}: {s['examples']} examples from {s['frames']} frames "
-              f"({s['action_source']}); frames without an action: {skipped}"
-              + "".join(f"; {note}" for note in s["notes"]), flush=True)
     if args.freeze_vision:
         model.vision_tower.requires_grad_(False)
-    print(f"{len(examples)} examples from {len(summary)} bag(s); training "
-          f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} parameters "
-          f"for {args.steps} steps on {args.device}", flush=True)
-    warmup = args.warmup_steps if args.warmup_steps is not None else min(100, args.steps // 10)
-    losses = train(model, tokenizer, examples, args.steps, lr=args.lr,
-                   batch_size=args.batch_size, seed=args.seed, loss_type=args.loss,
-                   warmup_steps=warmup, cosine=True, weight_decay=args.weight_decay,
-                   max_grad_norm=args.max_grad_norm, progress=not args.quiet)
+    trained = model
+    if args.lora_rank:
+        trained = add_lora(model, args.lora_rank, args.lora_alpha, args.lora_modules,
+                           args.lora_dropout)
+    world, rank = processes(accelerator)
+    main_process = rank == 0
+    steps_text = (f"{args.steps} steps" if args.steps is not None
+                  else f"{args.epochs:g} epochs")
+    if main_process:
+        for bag, s in summary.items():
+            skipped = "; ".join(f"{why}: {n}" for why, n in s["skipped"].items()) or "none"
+            print(f"{bag}: {s['examples']} examples from {s['frames']} frames "
+                  f"({s['action_source']}); frames without an action: {skipped}"
+                  + "".join(f"; {note}" for note in s["notes"]), flush=True)
+        print(f"{len(examples)} examples from {len(summary)} bag(s); training "
+              f"{trainable_parameters(trained):,} parameters for {steps_text} on "
+              f"{world} process(es) ({accelerator.distributed_type})",
+              flush=True)
+    warmup = args.warmup_steps
+    if warmup is None and not args.warmup_ratio:
+        warmup = min(100, (args.steps or 0) // 10)
+    cfg = FitConfig(steps=args.steps, epochs=args.epochs, lr=args.lr,
+                    global_batch=args.global_batch, micro_batch=args.micro_batch,
+                    warmup_steps=warmup, warmup_ratio=args.warmup_ratio, cosine=True,
+                    weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
+                    loss_type=args.loss, seed=args.seed, save_every=args.save_every,
+                    gradient_checkpointing=args.gradient_checkpointing)
+    try:
+        result = fit(trained, tokenizer, examples, cfg, accelerator, out_dir=args.out,
+                     resume=resume, progress=not args.quiet)
+    except ValueError as exc:
+        print(f"llada-vla-train: error: {exc}", file=sys.stderr)
+        return 2
+    state = export_state_dict(result)
+    if not main_process:
+        return 0
+    losses = result.losses
     out = Path(args.out)
-    model.save_pretrained(out)
+    model.save_pretrained(out, state_dict=state)
     (out / STATS_FILE).unlink(missing_ok=True)  # --overwrite: no stale keys from an old run
     tokenizer.save_pretrained(out, args.unnorm_key)
     tail = max(1, len(losses) // 10)
     log = {"args": dict(vars(args)), "bags": summary,
            "examples": len(examples), "action_statistics": stats.to_dict(),
+           "processes": result.processes, "micro_batch": result.micro_batch,
+           "accumulation": result.accumulation, "resumed_from": result.resumed_from,
            "first_loss": losses[0], "final_loss": float(np.mean(losses[-tail:])),
            "seconds": time.perf_counter() - start, "losses": losses}
     (out / "train_log.json").write_text(json.dumps(log, indent=2), encoding="utf-8")

@@ -28,6 +28,26 @@ def finger_opening(left_finger_m: float) -> float:
     return float(np.clip((left_finger_m - FINGER_CLOSED_M) / (FINGER_OPEN_M - FINGER_CLOSED_M),
                          0.0, 1.0))
 
+def arm_joint_positions(names, positions) -> np.ndarray:
+    """The 6 arm joints, in ARM_JOINTS order, from a sensor_msgs/JointState's ``name`` and
+    ``position`` (looked up by name, as the driver's order is not fixed). ValueError naming
+    the cause for a legal but unusable message: a missing arm joint, fewer positions than
+    names (a driver may publish only velocities or efforts), a duplicated name, NaN/Inf."""
+    names = list(names)
+    missing = [j for j in ARM_JOINTS if j not in names]
+    if missing:
+        raise ValueError(f"joint_states lacks arm joint(s) {missing}")
+    if len(positions) != len(names):
+        raise ValueError(f"joint_states has {len(positions)} positions for {len(names)} names")
+    dup = sorted({j for j in ARM_JOINTS if names.count(j) > 1})
+    if dup:
+        raise ValueError(f"joint_states names {dup} more than once")
+    q = np.array([positions[names.index(j)] for j in ARM_JOINTS], dtype=float)
+    if not np.all(np.isfinite(q)):
+        raise ValueError("joint_states arm positions contain NaN/Inf")
+    return q
+
+
 # End-effector pose at q = 0.
 HOME_M = np.array([
     [1.0, 0.0, 0.0, 0.458325],

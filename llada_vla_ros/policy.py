@@ -122,7 +122,13 @@ class ScriptedPolicy:
 def load_policy(spec: str, device: str = "cpu", dtype: Optional[str] = None,
                 unnorm_key: Optional[str] = None, decode: Optional[dict] = None,
                 delay_s: float = 0.0) -> Policy:
-    """``scripted`` | ``scripted:<table.csv>`` | path to a LLaDA-VLA checkpoint directory."""
+    """``scripted`` | ``scripted:<table.csv>`` | ``expert:<state file>`` (the simulator's
+    scripted expert, reading the privileged state ``sim_world`` writes) | path to a LLaDA-VLA
+    checkpoint directory."""
+    if spec.startswith("expert:"):
+        from .sim.expert import ExpertPolicy  # mujoco-free, but only when asked for
+
+        return ExpertPolicy.from_file(spec.split(":", 1)[1])
     if spec == "scripted":
         return ScriptedPolicy.default(delay_s=delay_s)
     if spec.startswith("scripted:"):

@@ -17,7 +17,7 @@ into joint radians for the arm, or a hold. Order of the checks:
    ``joint_margin`` away from every limit, every command is too. A start closer than that
    is left: the scaled step moves toward the IK solution, out of the margin band;
 6. the joint step from the last command (the measured joints on the very first step, or
-   after ``resume()`` found the arm elsewhere) is scaled so the fastest joint moves
+   after ``resume()`` cleared a tracking fault) is scaled so the fastest joint moves
    ``max_joint_velocity * control_period``;
    the new target is then ``fk(q_cmd)`` so target and command agree. Joint-space scaling
    follows a slightly curved path: a scaled target up to ``SCALED_BOX_TOLERANCE`` outside
@@ -29,9 +29,9 @@ unchanged, so the next action applies to the same pose.
 
 The speed limit is an invariant of the command stream: the last command is the reference of
 the next one across everything that re-plans (a new instruction, ~/stop and ~/start, an
-estop release, new limits). The only exception is ``resume()`` after the arm was found
-farther than ``max_tracking_error`` from that command: the arm is not there, so the next
-command steps from where it is (the measured joints), within the same limit.
+estop release, new limits). The only exception is ``resume()`` when the arm is known not to
+be there (a latched tracking fault, or an arm at rest elsewhere): the next command then steps
+from where the arm is (the measured joints), within the same limit.
 """
 from __future__ import annotations
 
@@ -118,20 +118,24 @@ class SafetyFilter:
         self.last_command: Optional[np.ndarray] = None
         self.tracking_fault = ""  # latched tracking-error hold ('' = none)
 
-    def resume(self, q_measured) -> str:
-        """The operator restarts motion (~/start): clear a latched tracking fault. The last
-        command stays the speed reference when the arm is within ``max_tracking_error`` of
-        it; otherwise the arm is elsewhere (moved by hand, driver restarted) and the next step
-        counts from the measured joints. Returns what was done, for the log."""
-        self.tracking_fault = ""
+    def resume(self, q_settled=None) -> str:
+        """The operator restarts motion (~/start). The last command stays the speed
+        reference (a lagging arm never lets the next command jump), except when the arm is
+        known not to be where the commands were: a latched tracking fault (cleared here), or
+        ``q_settled`` (the measured joints of an arm at rest) farther than one speed-limited
+        step from the last command (moved by hand or by a simulator reset while stopped).
+        Then the next step counts from the measured joints. Returns what was done."""
         if self.last_command is None:
             return "resuming from the measured joints"
-        q = np.asarray(q_measured, dtype=float).ravel()
-        lag = (float(np.max(np.abs(q - self.last_command)))
-               if q.shape == (6,) and np.all(np.isfinite(q)) else float("inf"))
-        if lag > self.limits.max_tracking_error:
-            self.last_command = None
-            return f"arm {lag:.2f} rad from the last command: resuming from the measured joints"
+        if self.tracking_fault:
+            self.tracking_fault, self.last_command = "", None
+            return "tracking fault cleared: resuming from the measured joints"
+        if q_settled is not None:
+            moved = float(np.max(np.abs(np.asarray(q_settled, float) - self.last_command)))
+            if moved > self.max_joint_step:
+                self.last_command = None
+                return (f"the arm rests {moved:.2f} rad from the last command: resuming from "
+                        "the measured joints")
         return "resuming from the last command"
 
     def _box_distance(self, p) -> float:
@@ -156,16 +160,8 @@ class SafetyFilter:
             return hold("previous target pose invalid")
         if not np.all(np.isfinite(a)):
             return hold("action contains NaN/Inf")
-        if self.tracking_fault:
+        if self._tracking_fault(q_meas):
             return hold(self.tracking_fault)
-        if self.last_command is not None:
-            lag = float(np.max(np.abs(q_meas - self.last_command)))
-            if lag > self.limits.max_tracking_error:
-                self.tracking_fault = (
-                    f"tracking error: arm was {lag:.2f} rad from the last command (limit "
-                    f"{self.limits.max_tracking_error:g}); is torque on? call ~/start to "
-                    "resume from the measured pose")
-                return hold(self.tracking_fault)
 
         lim = self.limits
         dxyz = a[:3].copy()
@@ -218,6 +214,47 @@ class SafetyFilter:
         self.last_command = q_cmd.copy()
         gripper_open = bool(a[6] >= self.gripper_threshold)
         return SafetyDecision(True, q_cmd.copy(), T, gripper_open, reasons)
+
+    def step_joints(self, q_goal, q_measured) -> SafetyDecision:
+        """One joint-space step toward ``q_goal`` (the shutdown ramp to the sleep pose): the
+        same input, tracking and speed checks as ``step``, no workspace box (the sleep pose
+        is outside it). A goal inside the joint margin is refused; a start inside it is left
+        (the step moves toward the goal, out of the band). The gripper is left alone."""
+        q_meas = np.asarray(q_measured, dtype=float).ravel()
+        goal = np.asarray(q_goal, dtype=float).ravel()
+        ref = self.last_command if self.last_command is not None else q_meas
+        T_ref = fk(ref) if ref.shape == (6,) and np.all(np.isfinite(ref)) else np.eye(4)
+
+        def hold(reason: str) -> SafetyDecision:
+            return SafetyDecision(False, None, T_ref, None, [reason])
+
+        if q_meas.shape != (6,) or not np.all(np.isfinite(q_meas)):
+            return hold("measured joints invalid (need 6 finite values)")
+        if goal.shape != (6,) or not np.all(np.isfinite(goal)):
+            return hold("joint goal invalid (need 6 finite values)")
+        bad = self._joint_outside_margin(goal)
+        if bad:
+            return hold(f"joint limit: goal puts {bad} within {self.limits.joint_margin:g} rad "
+                        "of its limit")
+        if self._tracking_fault(q_meas):
+            return hold(self.tracking_fault)
+        dq = goal - ref
+        fastest = float(np.max(np.abs(dq)))
+        q_cmd = goal.copy() if fastest <= self.max_joint_step else ref + dq * (self.max_joint_step / fastest)
+        self.last_command = q_cmd.copy()
+        return SafetyDecision(True, q_cmd.copy(), fk(q_cmd), None, [])
+
+    def _tracking_fault(self, q_meas) -> str:
+        """The latched tracking fault; latches a new one when the measured joints are farther
+        than ``max_tracking_error`` from the last command."""
+        if not self.tracking_fault and self.last_command is not None:
+            lag = float(np.max(np.abs(q_meas - self.last_command)))
+            if lag > self.limits.max_tracking_error:
+                self.tracking_fault = (
+                    f"tracking error: arm was {lag:.2f} rad from the last command (limit "
+                    f"{self.limits.max_tracking_error:g}); is torque on? call ~/start to "
+                    "resume from the measured pose")
+        return self.tracking_fault
 
     def _joint_outside_margin(self, q) -> str:
         """Name (and value) of the first joint outside the margin box, '' if none."""

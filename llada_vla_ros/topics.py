@@ -7,7 +7,7 @@ that lets ``ros2 launch`` find them also puts the package on PYTHONPATH).
 """
 from __future__ import annotations
 
-# --- outputs of the policy node ----------------------------------------------------------
+# --- outputs of the policy node (relative to its namespace; these are the names without one)
 ACTION_CHUNK = "/llada_vla/action_chunk"
 TARGET_POSE = "/llada_vla/target_pose"
 DIAGNOSTICS = "/diagnostics"
@@ -42,6 +42,18 @@ OUTPUT_TOPICS = {ACTION_CHUNK: ACTION_CHUNK_TYPE, TARGET_POSE: TARGET_POSE_TYPE,
                  DIAGNOSTICS: DIAGNOSTICS_TYPE}  # what the policy node publishes (fixed names)
 
 
+def relative(topic: str) -> str:
+    """``/llada_vla/x`` -> ``llada_vla/x``: the same topic for a node without a namespace,
+    ``/<namespace>/llada_vla/x`` for a node in one."""
+    return topic.lstrip("/")
+
+
+def in_namespace(namespace: str, topic: str) -> str:
+    """The absolute name ``relative(topic)`` resolves to in ``namespace``."""
+    ns = namespace.strip("/")
+    return f"/{ns}/{relative(topic)}" if ns else "/" + relative(topic)
+
+
 def robot_topic(robot_name: str, name: str) -> str:
     """``/<robot_name>/<name>``; an empty robot name gives ``/<name>``."""
     robot_name = robot_name.strip("/")
@@ -56,15 +68,16 @@ def camera_image_topic(camera_namespace: str = CAMERA_NAMESPACE,
 
 
 def recorded_topics(robot_name: str = ROBOT_NAME, image_topic: str = IMAGE,
-                    instruction_topic: str = INSTRUCTION) -> dict:
-    """Topic -> message type of everything worth recording on the robot."""
+                    instruction_topic: str = INSTRUCTION, namespace: str = "") -> dict:
+    """Topic -> message type of everything worth recording on the robot (the policy's own
+    outputs in its ``namespace``)."""
     return {
         image_topic: IMAGE_TYPE,
         instruction_topic: INSTRUCTION_TYPE,
         robot_topic(robot_name, JOINT_STATES): JOINT_STATES_TYPE,
         robot_topic(robot_name, JOINT_GROUP_COMMAND): JOINT_GROUP_COMMAND_TYPE,
         robot_topic(robot_name, JOINT_SINGLE_COMMAND): JOINT_SINGLE_COMMAND_TYPE,
-        ACTION_CHUNK: ACTION_CHUNK_TYPE,
-        TARGET_POSE: TARGET_POSE_TYPE,
+        in_namespace(namespace, ACTION_CHUNK): ACTION_CHUNK_TYPE,
+        in_namespace(namespace, TARGET_POSE): TARGET_POSE_TYPE,
         DIAGNOSTICS: DIAGNOSTICS_TYPE,
     }

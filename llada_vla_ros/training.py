@@ -1,111 +1,33 @@
-"""Training: the masked-diffusion loss with localized special-token classification (LSC,
-paper eq. 5-7), a small AdamW loop, and ``make_tiny_checkpoint`` (a tiny model overfit on a
-few synthetic examples, for tests and demos).
+"""Training in one process: ``train`` (AdamW over a list of examples, the masked-diffusion
+LSC loss of finetuning/objective.py, the loop of finetuning/loop.py) and
+``make_tiny_checkpoint`` (a tiny model overfit on a few synthetic examples, for tests and
+demos). ``llada-vla-train`` (finetune.py) is the command line for real runs.
 
     python -m llada_vla_ros.training --tiny OUT_DIR
 """
 from __future__ import annotations
 
 import argparse
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from .action_tokenizer import ActionTokenizer, NormStats
+from .finetuning.loop import FitConfig, fit
+from .finetuning.objective import (LOSS_TYPES, Example, as_example,  # noqa: F401 (API)
+                                   diffusion_step_loss, diffusion_sums, localize_labels,
+                                   lsc_loss, masked_diffusion_loss, masked_diffusion_sums,
+                                   sample_mask)
 from .model import LladaVlaConfig, LladaVlaForActions, build_tiny_tokenizer
 
-LOSS_TYPES = ("lsc", "full_vocab")
 TINY_UNNORM_KEY = "tiny_synthetic"
 # Synthetic tiny data: 6 normalized dims (m, rad) + the raw gripper (0 closed, 1 open).
 TINY_STATS = NormStats(q01=[-0.05, -0.05, -0.05, -0.25, -0.25, -0.25, 0.0],
                        q99=[0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 1.0],
                        mask=[True] * 6 + [False])
-
-
-@dataclass
-class Example:
-    """One training sample: uint8 HxWx3 RGB image, instruction, (K, D) actions (robot units)."""
-
-    image: np.ndarray
-    instruction: str
-    actions: np.ndarray
-
-
-def as_example(x) -> Example:
-    if isinstance(x, Example):
-        return x
-    if isinstance(x, dict):
-        return Example(x["image"], x["instruction"], np.asarray(x["actions"]))
-    image, instruction, actions = x
-    return Example(image, instruction, np.asarray(actions))
-
-
-# ----------------------------------------------------------------------------- loss (eq. 5-7)
-
-def localize_labels(token_ids: torch.Tensor, action_token_ids: Sequence[int]) -> torch.Tensor:
-    """Eq. 6: vocabulary ids -> local class 0..V_a-1 for action tokens, -100 otherwise."""
-    table = torch.as_tensor(list(action_token_ids), device=token_ids.device)
-    hit = token_ids[..., None] == table
-    return torch.where(hit.any(-1), hit.long().argmax(-1), torch.full_like(token_ids, -100))
-
-
-def masked_diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, masked: torch.Tensor,
-                          t: torch.Tensor, reweight: bool = True) -> torch.Tensor:
-    """Cross-entropy over the masked positions whose label is not -100.
-
-    logits (B, L, C), labels (B, L) in 0..C-1 or -100, masked (B, L) bool, t (B,) mask ratio.
-    reweight=True: eq. 5, the sum of CE / t over masked positions divided by the number of
-    labelled positions (LLaDA's estimator); False: eq. 7, the mean CE over masked positions.
-    Positions labelled -100 count in neither.
-    """
-    labelled = (labels != -100).sum().clamp(min=1)
-    labels = torch.where(masked, labels, torch.full_like(labels, -100))
-    ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-                         reduction="none").view(labels.shape)
-    keep = (labels != -100).float()
-    if reweight:
-        return (ce * keep / t[:, None]).sum() / labelled
-    return (ce * keep).sum() / keep.sum().clamp(min=1.0)
-
-
-def lsc_loss(local_logits: torch.Tensor, token_labels: torch.Tensor, masked: torch.Tensor,
-             t: torch.Tensor, action_token_ids: Sequence[int], reweight: bool = True):
-    """LSC (eq. 6-7 with eq. 5 weighting): labels mapped to local classes, CE over the V_a
-    action logits, non-action labels ignored."""
-    return masked_diffusion_loss(local_logits, localize_labels(token_labels, action_token_ids),
-                                 masked, t, reweight)
-
-
-def sample_mask(batch: int, length: int, eps: float, generator: torch.Generator):
-    """t ~ U(eps, 1) per sample; each position masked with probability t, at least one."""
-    t = eps + (1.0 - eps) * torch.rand(batch, generator=generator)
-    masked = torch.rand(batch, length, generator=generator) < t[:, None]
-    forced = torch.randint(length, (batch,), generator=generator)
-    masked[torch.arange(batch), forced] |= ~masked.any(1)
-    return masked, t
-
-
-def diffusion_step_loss(model: LladaVlaForActions, pixel_values, prompts, classes,
-                        generator: torch.Generator, loss_type: str = "lsc", eps: float = 1e-3,
-                        reweight: bool = True) -> torch.Tensor:
-    """Mask the (B, K*D) target classes at random and return the loss of one batch."""
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    masked, t = sample_mask(classes.shape[0], classes.shape[1], eps, generator)
-    masked, t = masked.to(classes.device), t.to(classes.device)
-    targets = model.classes_to_ids(classes)  # vocabulary ids of the true action tokens
-    inputs = model.classes_to_ids(torch.where(masked, torch.full_like(classes, -1), classes))
-    logits = model(pixel_values, prompts, inputs, localized=(loss_type == "lsc"))
-    if loss_type == "lsc":
-        return lsc_loss(logits, targets, masked, t, model.config.action_token_ids, reweight)
-    return masked_diffusion_loss(logits, targets, masked, t, reweight)
 
 
 # ----------------------------------------------------------------------------- loop
@@ -130,9 +52,9 @@ def encode_examples(model: LladaVlaForActions, tokenizer: ActionTokenizer, examp
     return [e.image for e in examples], prompts, torch.stack(classes).to(device)
 
 
-def batch_pixels(model: LladaVlaForActions, images, idx) -> torch.Tensor:
-    """(B, 3, S, S) model inputs of ``images[i] for i in idx``."""
-    return torch.cat([model.preprocess(images[i]) for i in idx])
+def batch_pixels(model: LladaVlaForActions, images, idx) -> list:
+    """Model image inputs (ImageInput: crops + size) of ``images[i] for i in idx``."""
+    return [model.preprocess(images[i]) for i in idx]
 
 
 def train(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples, steps: int,
@@ -141,48 +63,21 @@ def train(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples, steps
           warmup_steps: int = 0, cosine: bool = False, weight_decay: float = 0.0,
           max_grad_norm: Optional[float] = None, progress: bool = True) -> list:
     """AdamW over ``examples`` ((image, instruction, actions) or Example) for ``steps``
-    steps; each step a random batch (all examples when batch_size is None; a batch_size
-    above the number of examples repeats them with different masks). Returns the
-    per-step losses. ``reweight`` picks eq. 5 (1/t) or eq. 7 (mean over masked positions);
+    steps of ``batch_size`` examples (all examples when None; a batch_size above the number
+    of examples repeats them with different masks), in one process. Returns the per-step
+    losses. ``reweight`` picks eq. 5 (1/t) or eq. 7 (mean over masked positions);
     ``warmup_steps`` ramps the learning rate up linearly, ``cosine`` decays it to lr/10,
     ``max_grad_norm`` clips the gradient norm. Only parameters with ``requires_grad`` train
-    (freeze a part by turning it off). Seeded: same seed, same run."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    images, prompts, classes = encode_examples(model, tokenizer, examples)
-    n = len(prompts)
-    bs = batch_size or n
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("no trainable parameters (every parameter has requires_grad=False)")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-    def factor(step: int) -> float:
-        f = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-        if cosine:
-            f *= 0.1 + 0.45 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
-        return f
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    model.train()
-    losses = []
-    bar = tqdm(range(steps), desc="train", disable=not progress)
-    for _ in bar:
-        idx = torch.randperm(n, generator=gen)[:bs] if bs < n else torch.arange(bs) % n
-        idx = idx.tolist()
-        loss = diffusion_step_loss(model, batch_pixels(model, images, idx),
-                                   [prompts[i] for i in idx], classes[idx], gen, loss_type,
-                                   eps, reweight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    model.eval()
-    return losses
+    (freeze a part by turning it off). Seeded: same seed, same run.
+    ``finetuning.loop.fit`` is the loop (this is it with one process and no accumulation)."""
+    examples = [as_example(e) for e in examples]
+    if not examples:
+        raise ValueError("no training examples")
+    batch = batch_size or len(examples)
+    cfg = FitConfig(steps=steps, lr=lr, global_batch=batch, micro_batch=batch, seed=seed,
+                    loss_type=loss_type, eps=eps, reweight=reweight, warmup_steps=warmup_steps,
+                    cosine=cosine, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
+    return fit(model, tokenizer, examples, cfg, progress=progress).losses
 
 
 def action_tokenizer_for(config: LladaVlaConfig, stats: NormStats, unnorm_key: str):

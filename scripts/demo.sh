@@ -6,5 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=/dev/null
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
-# Run from the install space (python -c keeps the source tree off sys.path).
-exec python -c 'import sys; from llada_vla_ros.ros.demo import main; sys.exit(main(sys.argv[1:]))' "$@"
+# Run from the install space, which alone has the generated messages: python -c would put
+# the current directory (this source tree) first on sys.path, so it is taken off.
+exec python -c 'import sys; sys.path = [p for p in sys.path if p not in ("", ".")]
+from llada_vla_ros.ros.demo import main; sys.exit(main(sys.argv[1:]))' "$@"

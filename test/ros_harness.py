@@ -43,11 +43,14 @@ def new_domain_id() -> int:
     return 1 + next(_domains) % 100
 
 
-def ros_env(domain_id: int) -> dict:
-    """This process's environment (conftest.py set offline + one torch thread) on a domain."""
+def ros_env(domain_id: int, profile: str | None = None) -> dict:
+    """This process's environment (conftest.py set offline + one torch thread) on a domain:
+    shared-memory DDS on this host by default; with a Fast DDS ``profile`` (e.g. a UDP one
+    of config/) discovery reaches the subnet, for tests across network namespaces."""
     env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               FASTDDS_DEFAULT_PROFILES_FILE=str(HERE / "fastdds_test.xml"),
+    env.update(ROS_DOMAIN_ID=str(domain_id),
+               ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET" if profile else "LOCALHOST",
+               FASTDDS_DEFAULT_PROFILES_FILE=str(profile or HERE / "fastdds_test.xml"),
                PYTHONUNBUFFERED="1")
     env.pop("ROS_LOCALHOST_ONLY", None)
     return env
@@ -57,12 +60,18 @@ class NodeProcess:
     """A package node in its own process; its output goes to a log file."""
 
     def __init__(self, name: str, domain_id: int, log_dir: Path, params: dict | None = None,
-                 args: list | None = None):
+                 args: list | None = None, netns: str | None = None, profile: str | None = None,
+                 command: list | None = None, namespace: str = ""):
+        """``name`` is a package node (or give the whole ``command``), in ROS ``namespace``;
+        ``netns`` runs it in that network namespace (another "host"), ``profile`` is its
+        Fast DDS profile."""
         self.name, self.log = name, Path(log_dir) / f"{name}-{time.monotonic_ns()}.log"
         from llada_vla_ros.ros.processes import node_command
-        cmd = node_command(name, params, args)
+        cmd = command or node_command(name, params, args, namespace)
+        if netns:
+            cmd = ["ip", "netns", "exec", netns] + cmd
         self._out = open(self.log, "w")
-        self.proc = subprocess.Popen(cmd, env=ros_env(domain_id), stdout=self._out,
+        self.proc = subprocess.Popen(cmd, env=ros_env(domain_id, profile), stdout=self._out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive(self) -> bool:

@@ -41,13 +41,9 @@ def flatten(d, prefix=""):
 
 
 def node_parameters():
-    """PARAMETERS of policy_node.py, read without importing rclpy."""
-    tree = ast.parse((PKG / "ros" / "policy_node.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "PARAMETERS":
-            src = ast.unparse(node.value)
-            return eval(src, {"topics": __import__("llada_vla_ros.topics").topics})
-    raise AssertionError("PARAMETERS not found")
+    """The policy node's parameter table (core library, no rclpy)."""
+    from llada_vla_ros.control.parameters import DEFAULTS
+    return DEFAULTS
 
 
 def test_yaml_documents_exactly_the_node_parameters_with_the_same_defaults():
@@ -68,4 +64,17 @@ def test_one_version_and_entry_points_in_one_place():
     scripts = [line.split("=")[0].strip()
                for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines()]
     assert {"policy_node", "sim_camera", "sim_widowx", "llada-vla-eval",
-            "llada-vla-train"} <= set(scripts)
+            "llada-vla-train", "sim_world", "llada-vla-sim-collect",
+            "llada-vla-sim-eval"} <= set(scripts)
+
+
+def test_yaml_marks_exactly_the_runtime_parameters():
+    from llada_vla_ros.control.parameters import DYNAMIC
+    marked, stack = set(), []
+    for line in (ROOT / "config" / "policy.yaml").read_text().splitlines():
+        m = re.match(r"^(\s{4,})([A-Za-z_]+):", line)
+        if m:
+            stack = stack[:(len(m[1]) - 4) // 2] + [m[2]]
+            if "[runtime]" in line:
+                marked.add(".".join(stack))
+    assert marked == set(DYNAMIC)

@@ -24,7 +24,8 @@ def test_install_space_has_messages_nodes_launch_and_config():
     assert list(site.glob("llada_vla_ros_s__rosidl_typesupport_c*.so"))
     assert list(p.glob("lib/libllada_vla_ros__rosidl_typesupport_c.so"))
     assert (site / "policy.py").is_file() and (site / "ros" / "policy_node.py").is_file()
-    for name in ("policy_node", "sim_camera", "sim_widowx", "llada-vla-eval", "llada-vla-train"):
+    for name in ("policy_node", "sim_camera", "sim_widowx", "sim_world", "llada-vla-eval",
+                 "llada-vla-train", "llada-vla-sim-collect", "llada-vla-sim-eval"):
         exe = p / "lib" / "llada_vla_ros" / name
         assert exe.is_file() and exe.stat().st_mode & stat.S_IXUSR, name
     share = p / "share" / "llada_vla_ros"

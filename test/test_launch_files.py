@@ -302,7 +302,9 @@ def test_widowx_sim_with_recorder(monkeypatch, tmp_path):
                         bag_dir=str(tmp_path), bag_storage="mcap",
                         instruction="pick up the cup", camera_namespace="cam", camera_name="d435")
     nodes = {n.kwargs["executable"]: n for n in of_type(actions, "Node")}
-    assert nodes["sim_camera"].kwargs["parameters"] == [{"topic": "/cam/d435/color/image_raw"}]
+    assert nodes["sim_world"].kwargs["parameters"] == [{
+        "robot_name": "wx250s", "image_topic": "/cam/d435/color/image_raw", "task": "carrot",
+        "seed": 0}]
     [include] = of_type(actions, "IncludeLaunchDescription")  # no camera or arm driver
     params = parameter_overrides(policy_node_from_include(include, monkeypatch))
     assert params == {"image_topic": "/cam/d435/color/image_raw", "robot_name": "wx250s",
@@ -321,12 +323,23 @@ def test_widowx_sim_with_recorder(monkeypatch, tmp_path):
 def test_widowx_records_demonstrations_without_the_policy(monkeypatch, tmp_path):
     fake_ament_prefix(monkeypatch, tmp_path, *ROSBAG2)
     actions = run_setup("widowx.launch.py", monkeypatch, sim="true", record="true",
-                        policy="false", bag_dir=str(tmp_path))
+                        policy="false", bag_dir=str(tmp_path), task="stack", seed="7")
     assert not of_type(actions, "IncludeLaunchDescription")  # no policy node
-    assert {n.kwargs["executable"] for n in of_type(actions, "Node")} == {"sim_camera",
-                                                                          "sim_widowx"}
+    [world] = of_type(actions, "Node")
+    assert world.kwargs["executable"] == "sim_world"
+    assert world.kwargs["parameters"][0]["task"] == "stack"
+    assert world.kwargs["parameters"][0]["seed"] == 7
     [record] = of_type(actions, "ExecuteProcess")
     assert sorted(record.kwargs["cmd"][7:]) == sorted(topics.recorded_topics())
+
+
+def test_widowx_sim_gives_the_policy_the_tasks_instruction(monkeypatch):
+    actions = run_setup("widowx.launch.py", monkeypatch, sim="true", task="eggplant")
+    [include] = of_type(actions, "IncludeLaunchDescription")
+    params = parameter_overrides(policy_node_from_include(include, monkeypatch))
+    assert params["instruction"] == "put eggplant into yellow basket"
+    with pytest.raises(ValueError, match="unknown task"):
+        run_setup("widowx.launch.py", monkeypatch, sim="true", task="banana")
 
 
 def test_widowx_drivers_need_their_packages(monkeypatch):

@@ -1,4 +1,4 @@
-"""Issue 6: a live run (sim camera + policy node + sim driver, separate processes) recorded
+"""Issue 6: a live run (simulated world + policy node, separate processes) recorded
 by the node itself to a real rosbag2 bag, then evaluated offline from that bag."""
 import json
 
@@ -24,8 +24,8 @@ def test_record_live_run_then_evaluate_it(storage, tmp_path):
     bag = tmp_path / "bag"
     probe = RosProbe(domain)
     probe.record(JointGroupCommand, "/wx250s/commands/joint_group", qos.COMMANDS)
-    procs = [NodeProcess("sim_camera", domain, tmp_path, {"width": 320, "height": 240}),
-             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}),
+    procs = [NodeProcess("sim_world", domain, tmp_path,
+                         {"width": 320, "height": 240, "moving_time": 0.25}),
              NodeProcess("policy_node", domain, tmp_path,
                          {"execute": True, "record_to": str(bag), "record_storage": storage})]
     try:
@@ -35,9 +35,8 @@ def test_record_live_run_then_evaluate_it(storage, tmp_path):
         wait_for(lambda: len(probe.messages("/wx250s/commands/joint_group")) >= 15, 30,
                  what="15 commands")
     finally:
-        assert procs[2].stop() == 0, procs[2].output()[-3000:]  # closes the bag
-        for p in procs[:2]:
-            p.stop()
+        assert procs[1].stop() == 0, procs[1].output()[-3000:]  # closes the bag
+        procs[0].stop()
         probe.close()
 
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]

@@ -144,7 +144,7 @@ def test_prompt_template_and_image_splice(model, image):
     start, stop = obs.image_span
     assert stop - start == n and ids[start] == c.image_token_index
     with torch.no_grad():
-        feats = model.encode_images(model.preprocess(image))[0]
+        feats = model.encode_images(model.preprocess(image).pixels)[0]
         text_emb = model.model.embed_tokens(torch.tensor(ids[:start]))
     torch.testing.assert_close(obs.prefix_embeds[0, start:stop], feats)
     torch.testing.assert_close(obs.prefix_embeds[0, :start], text_emb)

@@ -7,63 +7,16 @@ import time
 import numpy as np
 import pytest
 
-from ros_harness import NodeProcess, RosProbe, new_domain_id, require_ros, wait_for
-
-GROUP, SINGLE = "/wx250s/commands/joint_group", "/wx250s/commands/joint_single"
-IMAGE, INSTRUCTION = "/camera/camera/color/image_raw", "/llada_vla/instruction"
-LIMITS = dict(margin=0.05, ws_min=np.array([0.10, -0.20, -0.01]),
-              ws_max=np.array([0.45, 0.25, 0.30]))
+from node_peers import (GROUP, SINGLE, Camera, assert_commands_safe, call_trigger,
+                        diagnostics_mention, make_probe, publish_instruction, publisher,
+                        wait_matched, write_table)
+from ros_harness import NodeProcess, new_domain_id, require_ros, wait_for
 
 
 @pytest.fixture
 def domain():
     require_ros()
     return new_domain_id()
-
-
-def make_probe(domain):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
-
-    from llada_vla_ros.msg import ActionChunk
-    from llada_vla_ros.ros import qos
-
-    probe = RosProbe(domain)
-    probe.record(JointGroupCommand, GROUP, qos.COMMANDS)
-    probe.record(JointSingleCommand, SINGLE, qos.COMMANDS)
-    probe.record(DiagnosticArray, "/diagnostics")
-    probe.record(ActionChunk, "/llada_vla/action_chunk")
-    return probe
-
-
-def publish_instruction(probe, text):
-    from std_msgs.msg import String
-
-    from llada_vla_ros.ros import qos
-    pub = probe.node.create_publisher(String, INSTRUCTION, qos.LATCHED)
-    pub.publish(String(data=text))
-    return pub
-
-
-def diagnostics_mention(probe, since, words):
-    """True once a diagnostic received after `since` names the cause."""
-    for arr in probe.messages("/diagnostics", since):
-        for st in arr.status:
-            text = (st.message + " " + " ".join(f"{kv.key}={kv.value}" for kv in st.values)).lower()
-            if all(w.lower() in text for w in words):
-                return True
-    return False
-
-
-def assert_commands_safe(commands):
-    from llada_vla_ros import kinematics
-    for c in commands:
-        q = np.asarray(c.cmd, float)
-        assert c.name == "arm" and q.shape == (6,)
-        assert np.all(q >= kinematics.JOINT_LOWER + LIMITS["margin"] - 1e-5), q
-        assert np.all(q <= kinematics.JOINT_UPPER - LIMITS["margin"] + 1e-5), q
-        p = kinematics.fk(q)[:3, 3]
-        assert np.all(p >= LIMITS["ws_min"] - 1e-3) and np.all(p <= LIMITS["ws_max"] + 1e-3), p
 
 
 def runs(signs):
@@ -123,37 +76,6 @@ def test_steady_5hz_while_inference_takes_700ms(domain, tmp_path):
     assert all(a != b for a, b in zip(observed, observed[1:]))
 
 
-class Camera:
-    """This process as a camera whose frames can be broken on purpose."""
-
-    def __init__(self, probe):
-        from sensor_msgs.msg import Image
-
-        from llada_vla_ros.images import rgb_to_image_fields
-        from llada_vla_ros.ros import qos
-        self.Image, self.mode = Image, "rgb8"
-        frame = np.zeros((240, 320, 3), np.uint8)
-        frame[:, 160:] = (200, 30, 30)
-        self.good = rgb_to_image_fields(frame, "rgb8", pad=64)  # padded rows, on purpose
-        self.pub = probe.node.create_publisher(Image, IMAGE, qos.IMAGE_PUB)
-        self.node = probe.node
-        probe.node.create_timer(1 / 15, self.tick)
-
-    def tick(self):
-        if self.mode == "off":
-            return
-        f = dict(self.good)
-        if self.mode == "yuv422":
-            f["encoding"] = "yuv422"
-        elif self.mode == "zero":
-            f.update(width=0, height=0, step=0, data=b"")
-        elif self.mode == "short_step":
-            f["step"] = f["width"] * 3 - 3
-        msg = self.Image(**f)
-        msg.header.stamp = self.node.get_clock().now().to_msg()
-        self.pub.publish(msg)
-
-
 @pytest.fixture
 def graph(domain, tmp_path):
     """Driver and node in their own processes; camera, operator and observer here."""
@@ -162,7 +84,7 @@ def graph(domain, tmp_path):
     procs = {"driver": NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}),
              "node": NodeProcess("policy_node", domain, tmp_path,
                                  {"execute": True, "scripted_delay": 0.05,
-                                  "safety.max_tracking_error": 0.08})}
+                                  "safety.max_tracking_error": 0.15})}
     wait_for(lambda: probe.messages("/diagnostics"), 30, what="the node's diagnostics")
     pub = publish_instruction(probe, "move the block")
     g = type("Graph", (), dict(probe=probe, camera=camera, procs=procs, instruction=pub,
@@ -192,15 +114,6 @@ def expect_holding(g, words, settle=0.6, window=1.6):
     assert g.procs["node"].alive(), g.procs["node"].output()[-3000:]
 
 
-def call_trigger(g, name):
-    from std_srvs.srv import Trigger
-    client = g.probe.node.create_client(Trigger, f"/llada_vla_policy/{name}")
-    assert client.wait_for_service(timeout_sec=10)
-    future = client.call_async(Trigger.Request())
-    wait_for(future.done, 10, what=f"~/{name} response")
-    return future.result()
-
-
 def test_faults_hold_still_report_and_recover(graph):
     from std_msgs.msg import Bool, String
     g = graph
@@ -208,20 +121,20 @@ def test_faults_hold_still_report_and_recover(graph):
     assert_commands_safe(g.probe.messages(GROUP))
 
     # estop stops at once; motion needs the estop released AND ~/start.
-    estop = g.probe.node.create_publisher(Bool, "/llada_vla/estop", 10)
-    wait_for(lambda: estop.get_subscription_count() > 0, 10, what="estop subscription")
+    estop = publisher(g.probe, Bool, "/llada_vla/estop")
+    wait_matched(estop)
     estop.publish(Bool(data=True))
     expect_holding(g, ["estop"])
-    assert call_trigger(g, "start").success is False  # refused while estop is active
+    assert call_trigger(g.probe, "start").success is False  # refused while estop is active
     estop.publish(Bool(data=False))
     time.sleep(0.3)
-    assert call_trigger(g, "start").success
+    assert call_trigger(g.probe, "start").success
     expect_moving(g)
 
     # ~/stop service
-    assert call_trigger(g, "stop").success
+    assert call_trigger(g.probe, "stop").success
     expect_holding(g, ["execution disabled"])
-    assert call_trigger(g, "start").success
+    assert call_trigger(g.probe, "start").success
     expect_moving(g)
 
     # camera faults: unsupported encoding, zero-size image, wrong step, stale (no frames)
@@ -256,7 +169,7 @@ def test_faults_hold_still_report_and_recover(graph):
     wait_for(done.done, 10, what="torque_enable response")
     time.sleep(1.0)
     assert g.probe.messages(GROUP, time.monotonic() - 0.9) == []  # torque alone does not resume
-    assert call_trigger(g, "start").success
+    assert call_trigger(g.probe, "start").success
     expect_moving(g)
 
     # stale joint states: the driver dies; a new one brings motion back
@@ -268,14 +181,9 @@ def test_faults_hold_still_report_and_recover(graph):
     # check holds until the operator restarts motion from the measured pose.
     wait_for(lambda: diagnostics_mention(g.probe, time.monotonic() - 0.5, ["tracking error"]),
              20, what="the tracking-error hold after the driver restart")
-    assert call_trigger(g, "start").success
+    assert call_trigger(g.probe, "start").success
     expect_moving(g, timeout=30)
     assert_commands_safe(g.probe.messages(GROUP))
-
-
-def write_table(path, rows):
-    np.savetxt(path, np.asarray(rows, dtype=float), delimiter=",")
-    return f"scripted:{path}"
 
 
 def run_scripted(domain, tmp_path, table_spec, seconds, params=None):
@@ -393,7 +301,9 @@ def test_shutdown_ramps_to_sleep_pose_within_the_speed_limit(domain, tmp_path):
 
 @pytest.mark.parametrize("params,words", [
     ({"control_hz": 0.0}, "control_hz must be > 0"),
-    ({"control_hz": 5}, "control_hz"),  # an integer where a double is declared
+    ({"control_hz": 500.0}, "control_hz must be > 0 and <= 100"),
+    ({"gripper_effort": -5000.0}, "gripper_effort must be > 0"),
+    ({"max_image_age": "soon"}, "max_image_age must be a number"),
     ({"safety.max_step_m": -0.1}, "safety.max_step_m must be > 0"),
     ({"safety.workspace_min": [0.5, 0.0, 0.0]}, "workspace_min"),
     ({"execution_mode": "yolo"}, "execution mode must be one of"),

@@ -76,7 +76,8 @@ def test_the_readme_has_the_commands_this_test_knows():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_runs(command):
     argv = shlex.split(command, comments=True)
-    check = check_script if argv[0].startswith("scripts/") else CHECKS.get(argv[0])
+    check = (check_script if argv[0].startswith("scripts/") else
+             check_tool if argv[0].startswith("llada-vla-") else CHECKS.get(argv[0]))
     assert check, f"no check for the program of: {command} (add one to this test)"
     check(argv)
 
@@ -99,11 +100,11 @@ def check_ros2(argv):
             assert options.get(name, next(iter(allowed))) in allowed, (name, options)
     elif (verb, sub) == ("topic", "echo"):
         topic, *msgtype = positional  # the type spares waiting for discovery
-        assert topic in topic_names() and msgtype in ([], [topic_types()[topic]]), positional
+        assert topic in topic_names(), topic
+        assert msgtype in ([], [topic_types().get(topic)]), positional
     elif (verb, sub) == ("service", "call"):
         service, srvtype = positional
-        node, services = node_services()
-        assert service in {f"/{node}/{s}" for s in services}, service
+        assert service in node_services(), f"no node of the package offers {service}"
         assert srvtype == "std_srvs/srv/Trigger"
     elif (verb, sub) == ("pkg", "prefix"):
         assert positional == [OWN]
@@ -127,9 +128,29 @@ def split_options(args, known) -> tuple:
     return options, positional
 
 
+def ros_sources() -> str:
+    return "\n".join(p.read_text() for p in sorted((ROOT / OWN / "ros").glob("*.py")))
+
+
+def node_names() -> set:
+    text = ros_sources()
+    return set(re.findall(r'super\(\).__init__\("(\w+)"', text)) | set(
+        re.findall(r'^NODE_NAME = "(\w+)"', text, re.M))
+
+
+def private_names(kind: str) -> set:
+    """``/<node>/<name>`` for every ``create_<kind>(Type, "~/<name>"`` of the nodes."""
+    names = re.findall(rf'create_{kind}\(\w+, "~/(\w+)"', ros_sources())
+    return {f"/{node}/{name}" for node in node_names() for name in names}
+
+
+def node_services() -> set:
+    return private_names("service")
+
+
 def topic_names() -> set:
     return {v for k, v in vars(topics).items() if k.isupper() and isinstance(v, str)
-            and v.startswith("/")}
+            and v.startswith("/")} | private_names("publisher")
 
 
 def topic_types() -> dict:
@@ -144,13 +165,6 @@ def check_message_values(msgtype, values):
     fields = {name for name, _ in store.fielddefs[msgtype][1]}
     data = yaml.safe_load(values)
     assert isinstance(data, dict) and set(data) <= fields, (msgtype, data, fields)
-
-
-def node_services() -> tuple:
-    source = (ROOT / OWN / "ros" / "policy_node.py").read_text()
-    node = re.search(r'super\(\).__init__\("(\w+)"', source).group(1)
-    services = re.findall(r'create_service\(Trigger, "~/(\w+)"', source)
-    return node, services
 
 
 def launch_declarations(path) -> dict:
@@ -200,7 +214,7 @@ def check_ros2_run(argv):
     assert package == OWN and executable in console_scripts()
     if rest:
         assert rest[0] == "--ros-args"
-        params = policy_parameters()
+        params = node_parameters(executable)
         i = 1
         while i < len(rest):
             flag, value = rest[i], rest[i + 1]
@@ -213,13 +227,27 @@ def check_ros2_run(argv):
             i += 2
 
 
-def console_scripts() -> set:
+def console_scripts() -> dict:
+    """console script -> (module, function)"""
     import configparser
 
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    return {line.split("=")[0].strip() for line in
-            cfg["options.entry_points"]["console_scripts"].strip().splitlines()}
+    lines = cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+    return {name.strip(): tuple(target.strip().split(":"))
+            for name, target in (line.split("=") for line in lines)}
+
+
+def node_parameters(executable) -> set:
+    """Parameters a node declares: config/policy.yaml for the policy node, else its
+    PARAMETERS table and declare_parameter calls."""
+    if executable in ("policy_node", "managed_policy_node"):
+        return policy_parameters()
+    module = console_scripts()[executable][0]
+    text = (ROOT / Path(*module.split("."))).with_suffix(".py").read_text()
+    table = re.search(r"^PARAMETERS = \{(.*?)^\}", text, re.M | re.S)
+    names = set(re.findall(r'^\s+"(\w+)":', table.group(1), re.M)) if table else set()
+    return names | set(re.findall(r'declare_parameter\("(\w+)"', text)) | {"use_sim_time"}
 
 
 def policy_parameters() -> set:
@@ -232,22 +260,49 @@ def policy_parameters() -> set:
 
 
 def check_tool(argv):
-    """llada-vla-eval / llada-vla-train: the console script exists and parses the arguments."""
+    """A console script of the package (llada-vla-*): it exists and takes the arguments."""
+    assert argv[0] in console_scripts(), f"{argv[0]} is not a console script of setup.cfg"
+    check_module(console_scripts()[argv[0]][0], argv[1:])
+
+
+def check_module(module, args):
+    """The module's own parser accepts ``args`` (build_parser), or its --help names every
+    option used."""
     import importlib
 
-    assert argv[0] in console_scripts()
-    module = {"llada-vla-eval": "llada_vla_ros.evaluation",
-              "llada-vla-train": "llada_vla_ros.finetune"}[argv[0]]
-    importlib.import_module(module).build_parser().parse_args(argv[1:])
+    parser = getattr(importlib.import_module(module), "build_parser", None)
+    if parser is not None:
+        parser().parse_args(args)
+        return
+    help_text = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                               text=True, timeout=120, cwd=ROOT)
+    assert help_text.returncode == 0, help_text.stderr
+    for flag in (a for a in args if a.startswith("--")):
+        assert flag in help_text.stdout, f"{module} has no {flag}"
 
 
 def check_python(argv):
     assert argv[1] == "-m"
-    help_text = subprocess.run([sys.executable, "-m", argv[2], "--help"], capture_output=True,
-                               text=True, timeout=120, cwd=ROOT)
+    check_module(argv[2], argv[3:])
+
+
+def check_accelerate(argv):
+    """accelerate launch --config_file FILE -m MODULE ARGS: a shipped config, the module's
+    arguments."""
+    assert argv[1] == "launch"
+    config = argv[argv.index("--config_file") + 1]
+    assert (ROOT / config).is_file(), config
+    i = argv.index("-m")
+    check_module(argv[i + 1], argv[i + 2:])
+
+
+def check_hf(argv):
+    """The Hugging Face CLI of the installed huggingface_hub (transformers' dependency)."""
+    help_text = subprocess.run(["hf", *argv[1:2], "--help"], capture_output=True, text=True,
+                               timeout=120)
     assert help_text.returncode == 0, help_text.stderr
-    for flag in (a for a in argv[3:] if a.startswith("--")):
-        assert flag in help_text.stdout, f"{argv[2]} has no {flag}"
+    for flag in (a for a in argv[2:] if a.startswith("--")):
+        assert flag in help_text.stdout, f"hf {argv[1]} has no {flag}"
 
 
 def check_make(argv):
@@ -300,12 +355,15 @@ def check_shell(argv):
         assert argv[1] in ("install/setup.bash", "scripts/env.sh"), argv
     elif argv[0] == "export":
         name, value = argv[1].split("=", 1)
-        assert name == "FASTDDS_DEFAULT_PROFILES_FILE"
-        assert (ROOT / value.split(f"/share/{OWN}/", 1)[1]).is_file()
+        if name == "PATH":  # the executables of the colcon install space
+            assert value.split(":")[0].endswith(f"/install/{OWN}/lib/{OWN}"), value
+        else:
+            assert name == "FASTDDS_DEFAULT_PROFILES_FILE"
+            assert (ROOT / value.split(f"/share/{OWN}/", 1)[1]).is_file()
 
 
-CHECKS = {"ros2": check_ros2, "llada-vla-eval": check_tool, "llada-vla-train": check_tool,
-          "python": check_python, "make": check_make,
+CHECKS = {"ros2": check_ros2, "python": check_python, "make": check_make,
+          "accelerate": check_accelerate, "hf": check_hf,
           "rosdep": check_rosdep, "pip": check_pip, "colcon": check_colcon,
           "source": check_shell, "export": check_shell, "cd": lambda argv: None,
           "git": lambda argv: None}

@@ -187,7 +187,7 @@ def test_velocity_limit_is_relative_to_last_command():
     assert np.abs(second.q_cmd - Q_RESET).max() > 0.2 + 1e-6
     # ~/start with the arm lagging (within the tracking limit) keeps the last command as the
     # reference: a reversal is still limited to one step from it (the reset bypass, fixed).
-    assert f.resume(Q_RESET) == "resuming from the last command"
+    assert f.resume() == "resuming from the last command"
     back = f.step(act(dyaw=-0.25), Q_RESET, fk(second.q_cmd))
     assert back.ok and np.abs(back.q_cmd - second.q_cmd).max() <= 0.2 + 1e-9
 
@@ -230,7 +230,7 @@ def test_arm_not_following_commands_holds_until_reset():
     assert not f.step(act(), Q_RESET, T).ok  # still holding: nothing changed
     # latched: the arm catching up does not release the hold, only resume() (~/start) does
     assert_hold(f.step(act(), q_cmds[-1], T), T, "tracking error")
-    assert "measured" in f.resume(Q_RESET)  # far from the last command: from the measurement
+    assert "measured" in f.resume()  # the fault is cleared: from the measurement
     d = f.step(act(dyaw=0.1), Q_RESET, T_RESET)
     assert d.ok and np.abs(d.q_cmd - Q_RESET).max() <= 0.2 + 1e-9
 

@@ -111,6 +111,9 @@ class EpisodeStream:
             expected = {image_topic: IMAGE_TYPES, instruction_topic: (T.INSTRUCTION_TYPE,),
                         label_topic: ((T.ACTION_CHUNK_TYPE,) if label_topic == action_topic
                                       else (T.JOINT_STATES_TYPE,))}
+            single_topic = T.robot_topic(robot_name, T.JOINT_SINGLE_COMMAND)
+            if self.action_source == "joint_states":  # the gripper label: its commands
+                expected[single_topic] = (T.JOINT_SINGLE_COMMAND_TYPE,)
             conns = bag.connections(set(expected))
             for conn in conns:
                 if conn.msgtype not in expected[conn.topic]:
@@ -119,7 +122,7 @@ class EpisodeStream:
             store = make_typestore(custom=False)
             register_types(store, conns, path)
             scan = _scan(bag, store, image_topic, instruction_topic, label_topic,
-                         self.action_source, path)
+                         single_topic, self.action_source, path)
         self.skipped: dict = {}
         self._planned = self._plan(scan, label_topic, hz, max_gap_factor,
                                    default_instruction)[:max_frames]
@@ -176,7 +179,8 @@ class EpisodeStream:
             next_ok = np.concatenate([~breaks[1:], [False]])
             actions, reasons = fk_actions(
                 frame_ns, next_ok, scan["js_ns"], scan["js_q"], scan["js_grip"],
-                gap_limit(max_gap_factor, scan["js_ns"], frame_ns), label_topic)
+                gap_limit(max_gap_factor, scan["js_ns"], frame_ns), label_topic,
+                scan["image_bag_ns"][kept], scan["gripper_commands"])
         instr_ns = np.array([t for t, _ in scan["instructions"]], dtype=np.int64)
         planned, segment, dropped = [], -1, True
         for k, i in enumerate(kept):
@@ -204,8 +208,10 @@ def load_episode(path, **options) -> Episode:
 
     ``action_source``: ``action_chunk`` (first action of the latest chunk whose header stamp
     equals or precedes the image stamp), ``joint_states`` (delta EE pose between this frame
-    and the next, by forward kinematics, Bridge convention; gripper = normalised opening at
-    the next frame), or ``auto`` (chunks when the bag has any, else joint states).
+    and the next, by forward kinematics, Bridge convention; gripper = the gripper command in
+    force at the next frame when the bag has JointSingleCommand 'gripper' messages, else
+    the normalised opening there), or ``auto`` (chunks when the bag has any, else joint
+    states).
     The instruction in force is the latest one recorded before the image (bag time).
     ``hz`` keeps at most that many frames per second (e.g. the 5 Hz control rate).
     Frames without an action (before the first chunk, at a gap in a topic the action uses,
@@ -239,14 +245,18 @@ def _stamp_ns(msg, bag_ns: int) -> int:
     return ns if ns > 0 else int(bag_ns)
 
 
-def _scan(bag, store, image_topic, instruction_topic, label_topic, source, path) -> dict:
-    """One pass without pixels: image stamps, instructions, and chunks or joint states
-    (kept in compact arrays: a few numbers per message)."""
+def _scan(bag, store, image_topic, instruction_topic, label_topic, single_topic, source,
+          path) -> dict:
+    """One pass without pixels: image stamps, instructions, and chunks or joint states and
+    gripper commands (kept in compact arrays: a few numbers per message)."""
     image_ns, image_bag_ns = array("q"), array("q")
     instructions, chunk_ns, chunks = [], array("q"), []
     js_ns, js_q, js_kind, js_value = array("q"), array("d"), array("b"), array("d")
-    for topic, msgtype, bag_ns, raw in bag.messages({image_topic, instruction_topic,
-                                                      label_topic}):
+    cmd_ns, cmd_open = array("q"), array("d")
+    wanted = {image_topic, instruction_topic, label_topic}
+    if source == "joint_states":
+        wanted.add(single_topic)
+    for topic, msgtype, bag_ns, raw in bag.messages(wanted):
         if topic == image_topic:
             stamp = header_stamp_ns(raw)  # the pixels are not deserialized here
             image_ns.append(stamp if stamp > 0 else bag_ns)
@@ -255,6 +265,10 @@ def _scan(bag, store, image_topic, instruction_topic, label_topic, source, path)
         msg = store.deserialize_cdr(raw, msgtype)
         if topic == instruction_topic:
             instructions.append((bag_ns, str(msg.data)))
+        elif topic == single_topic:
+            if msg.name == "gripper" and msg.cmd != 0:
+                cmd_ns.append(bag_ns)
+                cmd_open.append(1.0 if msg.cmd > 0 else 0.0)
         elif source == "action_chunk":
             actions = np.asarray(msg.actions, dtype=np.float32)
             if msg.action_dim != ACTION_DIM or actions.size < ACTION_DIM:
@@ -283,7 +297,9 @@ def _scan(bag, store, image_topic, instruction_topic, label_topic, source, path)
             "chunks": [chunks[i] for i in order],
             "js_ns": np.asarray(js_ns, dtype=np.int64),
             "js_q": np.asarray(js_q, dtype=np.float64).reshape(-1, len(kinematics.ARM_JOINTS)),
-            "js_grip": normalised_gripper(np.asarray(js_kind), np.asarray(js_value))}
+            "js_grip": normalised_gripper(np.asarray(js_kind), np.asarray(js_value)),
+            "gripper_commands": (np.asarray(cmd_ns, dtype=np.int64),
+                                 np.asarray(cmd_open, dtype=np.float64))}
 
 
 def _subsample(stamps_ns: np.ndarray, hz: Optional[float]) -> np.ndarray:

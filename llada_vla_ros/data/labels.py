@@ -5,8 +5,10 @@ Two sources:
 - ``chunk_actions``: the first action of the latest ActionChunk whose header stamp equals or
   precedes the image stamp (what the policy commanded);
 - ``fk_actions``: the end-effector motion from this frame to the next, from the joint states
-  through forward kinematics (Bridge delta convention; gripper = normalised opening at the
-  next frame): the motion the arm made.
+  through forward kinematics (Bridge delta convention): the motion the arm made. The gripper
+  is the last recorded gripper command at the next frame (pwm: +effort = open 1, -effort =
+  closed 0; what the operator asked: fingers closed on an object wider than half their
+  travel stay more than half open), else the normalised opening there.
 
 A label needs its data around the frame. An interval longer than ``gap_limit`` in a topic a
 label uses is a gap: the frame gets no action and a reason, never a value interpolated
@@ -55,13 +57,16 @@ def chunk_actions(frame_ns, chunk_ns, chunks, limit_ns: float, topic: str) -> tu
     return actions, reasons
 
 
-def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: str) -> tuple:
+def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: str,
+               frame_bag_ns=None, gripper_commands=None) -> tuple:
     """(actions, reasons): per frame the delta-EE motion to the next frame, or None and why.
 
     ``next_ok[k]``: frame k+1 follows frame k without a gap in the image stream. A pose at a
     frame time comes from the joint states on either side of it, and only when they are at
-    most ``limit_ns`` apart (or one is at that very time)."""
+    most ``limit_ns`` apart (or one is at that very time). ``gripper_commands``: (bag times,
+    openings 0/1) of the recorded gripper commands, matched to ``frame_bag_ns``."""
     frame_ns = np.asarray(frame_ns, dtype=np.int64)
+    cmd_ns, cmd_open = gripper_commands if gripper_commands is not None else ([], [])
     order = np.argsort(js_ns, kind="stable")
     ts, q, g = np.asarray(js_ns)[order], np.asarray(js_q)[order], np.asarray(js_grip)[order]
     poses, grips, why = _poses(frame_ns, ts, q, g, limit_ns, topic)
@@ -78,7 +83,11 @@ def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: 
         T0, T1 = poses[k], poses[k + 1]
         droll, dpitch, dyaw = kinematics.matrix_to_euler_sxyz(T1[:3, :3] @ T0[:3, :3].T)
         dp = T1[:3, 3] - T0[:3, 3]
-        actions.append(np.array([*dp, droll, dpitch, dyaw, grips[k + 1]], dtype=np.float32))
+        grip = grips[k + 1]
+        if len(cmd_ns) and frame_bag_ns is not None:
+            j = int(np.searchsorted(cmd_ns, frame_bag_ns[k + 1], side="right")) - 1
+            grip = cmd_open[j] if j >= 0 else grip
+        actions.append(np.array([*dp, droll, dpitch, dyaw, grip], dtype=np.float32))
         reasons.append("")
     return actions, reasons
 

@@ -7,10 +7,10 @@ from .. import topics as T
 from .episode import MAX_GAP_FACTOR
 
 
-def add_bag_arguments(parser, what: str = "") -> None:
+def add_bag_arguments(parser, what: str = "", nargs: str = "+") -> None:
     """The positional BAG arguments: bags, split bags, or directories of bags."""
     parser.add_argument(
-        "bags", nargs="+", metavar="BAG",
+        "bags", nargs=nargs, metavar="BAG",
         help="rosbag2 bag directory (also split into several files, or without "
              "metadata.yaml), a .db3/.mcap file, or a directory of bags" + what)
 

@@ -8,11 +8,11 @@ import importlib
 _EXPORTS = {
     "LladaVlaConfig": ".configuration",
     "KVCache": ".modeling", "LladaVlaForActions": ".modeling", "Observation": ".modeling",
-    "PrefixCache": ".modeling",
+    "PrefixCache": ".modeling", "from_pretrained": ".modeling",
     "LoadReport": ".checkpoint", "UnsafeCheckpointError": ".files",
-    "from_pretrained": ".checkpoint", "load_language_model_weights": ".checkpoint",
-    "build_prompt_ids": ".processing", "build_tiny_tokenizer": ".processing",
-    "preprocess_image": ".processing",
+    "load_language_model_weights": ".checkpoint",
+    "ImageInput": ".processing", "build_prompt_ids": ".processing",
+    "build_tiny_tokenizer": ".processing", "preprocess_image": ".processing",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,9 +1,11 @@
 """Checkpoint I/O: safetensors only, local directories only, no remote code.
 
-``from_pretrained(dir)`` loads a LLaDA-VLA checkpoint written by ``save_pretrained``.
-``load_language_model_weights(model, src)`` loads LLaDA-V weights (Llama names, plus
-LLaVA-style ``model.vision_tower.*`` / ``model.mm_projector.{0,2}.*``) or original LLaDA
-weights (OLMo names) into a model, reporting missing and unexpected keys.
+``load_checkpoint(cls, dir)`` (behind ``LladaVlaForActions.from_pretrained``) loads a
+LLaDA-VLA checkpoint written by ``save_pretrained``. ``load_language_model_weights(model,
+src)`` loads LLaDA-V weights (Llama names, plus LLaVA-style ``model.vision_tower.*`` /
+``model.mm_projector.{0,2}.*`` / ``model.image_newline``) or original LLaDA weights (OLMo
+names) into a model, reporting missing and unexpected keys. This module does not import
+the model (modeling.py imports it): the model class is an argument.
 """
 from __future__ import annotations
 
@@ -18,9 +20,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .configuration import LladaVlaConfig
-from .files import PICKLE_SUFFIXES, UnsafeCheckpointError, refuse_pickle, safetensors_files
-from .modeling import LladaVlaForActions
+from .configuration import SQUARE_INPUT, LladaVlaConfig
+from .files import PICKLE_SUFFIXES, refuse_pickle, safetensors_files
 from .processing import load_text_tokenizer
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def map_name(name: str, vision_prefix: str = "") -> str:
             while rest.startswith(("vision_tower.", "vision_model.")):
                 rest = rest.split(".", 1)[1]
             return "vision_tower." + vision_prefix + rest
-    if name.startswith("model.mm_projector."):
+    if name.startswith("model.mm_projector.") or name == "model.image_newline":
         return name[len("model."):]
     return name
 
@@ -128,7 +129,7 @@ class _Source:
         self._stack.close()
 
 
-def _vision_prefix(model: LladaVlaForActions) -> str:
+def _vision_prefix(model) -> str:
     tail = "embeddings.patch_embedding.weight"
     for k in model.vision_tower.state_dict():
         if k.endswith(tail):
@@ -136,7 +137,7 @@ def _vision_prefix(model: LladaVlaForActions) -> str:
     return ""
 
 
-def _resize_vocab(model: LladaVlaForActions, size: int) -> None:
+def _resize_vocab(model, size: int) -> None:
     w = model.lm_head.weight
     hidden = model.config.hidden_size
     model.model.embed_tokens = nn.Embedding(size, hidden, device=w.device, dtype=w.dtype)
@@ -145,7 +146,7 @@ def _resize_vocab(model: LladaVlaForActions, size: int) -> None:
 
 
 @torch.no_grad()
-def load_language_model_weights(model: LladaVlaForActions, path_or_state_dict,
+def load_language_model_weights(model, path_or_state_dict,
                                 strict: bool = False) -> LoadReport:
     """Copy weights into ``model`` by name (LLaDA-V Llama names, LLaVA vision/projector names,
     original LLaDA OLMo names, or this model's own names). Returns a LoadReport; with
@@ -201,9 +202,11 @@ def load_language_model_weights(model: LladaVlaForActions, path_or_state_dict,
     return report
 
 
-def from_pretrained(directory, torch_dtype=None, device=None) -> LladaVlaForActions:
-    """Load a LLaDA-VLA checkpoint directory: config.json + safetensors (+ tokenizer.json).
-    Default device cpu; default dtype float32 on CPU, bfloat16 on CUDA. Returns eval mode."""
+def load_checkpoint(model_cls, directory, torch_dtype=None, device=None):
+    """Load a LLaDA-VLA checkpoint directory: config.json + safetensors (+ tokenizer.json)
+    into a new ``model_cls``. Default device cpu; default dtype float32 on CPU, bfloat16 on
+    CUDA. Returns eval mode. A config.json older than the input options (no
+    ``image_aspect_ratio``) keeps the square input it was trained with."""
     directory = Path(directory).expanduser()
     if directory.is_file():
         if directory.suffix in PICKLE_SUFFIXES:
@@ -218,11 +221,13 @@ def from_pretrained(directory, torch_dtype=None, device=None) -> LladaVlaForActi
     if cfg.get("model_type") != LladaVlaConfig.model_type:
         raise ValueError(f"{cfg_path} has model_type {cfg.get('model_type')!r}, expected "
                          f"{LladaVlaConfig.model_type!r}")
+    if "image_aspect_ratio" not in cfg:
+        cfg.update(SQUARE_INPUT)
     config = LladaVlaConfig.from_dict(cfg)
     device = torch.device(device or "cpu")
     dtype = resolve_dtype(torch_dtype, device)
     with _no_init(), default_dtype(dtype), device:
-        model = LladaVlaForActions(config)
+        model = model_cls(config)
     load_language_model_weights(model, directory, strict=True)
     model.config.dtype = dtype
     model.tokenizer = load_text_tokenizer(directory)

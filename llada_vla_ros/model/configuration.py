@@ -3,6 +3,9 @@ action-token layout. The defaults are LLaDA-V's (``full()``); ``tiny()`` is a su
 parameter model for tests and demos, with its own small special ids."""
 from __future__ import annotations
 
+import re
+from typing import Optional
+
 from transformers import PretrainedConfig, SiglipVisionConfig
 
 from ..action_tokenizer import default_action_token_ids, validate_action_token_ids
@@ -20,6 +23,21 @@ TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
 TINY_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>",
                        "<|end_header_id|>", "<|eot_id|>", "<|mdm_mask|>", "<image>", "<|pad|>"]
 TINY_FIRST_ACTION_ID = 256 + len(TINY_SPECIAL_TOKENS)
+
+# LLaDA-V's input (its ``conv_llava_llada`` template and training arguments): a system turn,
+# anyres tiling on a grid of up to 6 x 6 tiles, features unpadded and bilinearly reduced to
+# about 4 tiles' worth, an ``image_newline`` after every feature row (model/anyres.py).
+LLADA_V_SYSTEM_PROMPT = ("You are a helpful language and vision assistant. You are able to "
+                         "understand the visual content that the user provides, and assist the "
+                         "user with a variety of tasks using natural language.")
+LLADA_V_INPUT = dict(system_prompt=LLADA_V_SYSTEM_PROMPT, image_aspect_ratio="anyres_max_4",
+                     mm_patch_merge_type="spatial_unpad", image_grid_pinpoints=None)
+# The cheap input: one squashed square image, no image_newline, no system turn. What
+# checkpoints written before these options existed were trained with (checkpoint.py).
+SQUARE_INPUT = dict(system_prompt=None, image_aspect_ratio="square", mm_patch_merge_type="flat",
+                    image_grid_pinpoints=None)
+ASPECT_RATIOS = ("square", "anyres", "anyres_max_N")
+MERGE_TYPES = ("flat", "spatial_unpad")
 
 
 class LladaVlaConfig(PretrainedConfig):
@@ -44,7 +62,10 @@ class LladaVlaConfig(PretrainedConfig):
                  end_header_id: int = 126347, eot_token_id: int = 126348,
                  image_token_index: int = -200, action_token_ids=None, num_bins: int = 32,
                  action_dim: int = 7, chunk_size: int = 5, prefix_attention_mask: bool = False,
-                 tie_word_embeddings: bool = False, **kwargs):
+                 tie_word_embeddings: bool = False,
+                 system_prompt: Optional[str] = LLADA_V_SYSTEM_PROMPT,
+                 image_aspect_ratio: str = "anyres_max_4", image_grid_pinpoints=None,
+                 mm_patch_merge_type: str = "spatial_unpad", **kwargs):
         if not isinstance(vision_config, SiglipVisionConfig):
             vision_config = SiglipVisionConfig(**{**FULL_VISION, **(vision_config or {})})
         self.vision_config = vision_config
@@ -77,6 +98,22 @@ class LladaVlaConfig(PretrainedConfig):
         self.action_token_ids = validate_action_token_ids(
             action_token_ids, num_bins, self.mask_token_id, self.vocab_size)
         self.prefix_attention_mask = bool(prefix_attention_mask)
+        # input format
+        self.system_prompt = system_prompt.strip() if system_prompt else None
+        if image_aspect_ratio != "square" and image_aspect_ratio != "anyres" \
+                and not re.fullmatch(r"anyres_max_[1-9]\d*", str(image_aspect_ratio)):
+            raise ValueError(f"image_aspect_ratio must be one of {ASPECT_RATIOS}, got "
+                             f"{image_aspect_ratio!r}")
+        if mm_patch_merge_type not in MERGE_TYPES:
+            raise ValueError(f"mm_patch_merge_type must be one of {MERGE_TYPES}, got "
+                             f"{mm_patch_merge_type!r}")
+        self.image_aspect_ratio, self.mm_patch_merge_type = image_aspect_ratio, mm_patch_merge_type
+        if image_grid_pinpoints is not None:
+            image_grid_pinpoints = [[int(w), int(h)] for w, h in image_grid_pinpoints]
+            if not image_grid_pinpoints or min(min(p) for p in image_grid_pinpoints) < 1:
+                raise ValueError("image_grid_pinpoints must be a non-empty list of positive "
+                                 "[width, height] pairs")
+        self.image_grid_pinpoints = image_grid_pinpoints
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id,
                          tie_word_embeddings=tie_word_embeddings, **kwargs)
 
@@ -94,12 +131,27 @@ class LladaVlaConfig(PretrainedConfig):
 
     @property
     def num_image_tokens(self) -> int:
+        """Vision tokens per crop (per image with the square input)."""
         return (self.image_size // int(self.vision_config.patch_size)) ** 2
+
+    @property
+    def grid_pinpoints(self) -> list:
+        """Candidate tiled resolutions [width, height] in pixels (anyres)."""
+        if self.image_grid_pinpoints is not None:
+            return self.image_grid_pinpoints
+        s = self.image_size
+        return [[i * s, j * s] for i in range(1, 7) for j in range(1, 7)]
+
+    @property
+    def uses_image_newline(self) -> bool:
+        return "unpad" in self.mm_patch_merge_type
 
     @classmethod
     def full(cls, **overrides) -> "LladaVlaConfig":
-        """LLaDA-V sizes: LLaDA-8B backbone, SigLIP-2 so400m/14-384 minus its last layer."""
-        return cls(**overrides)
+        """LLaDA-V sizes (LLaDA-8B backbone, SigLIP-2 so400m/14-384 minus its last layer) and
+        LLaDA-V's input (system turn, anyres_max_4, spatial_unpad). ``**SQUARE_INPUT`` as
+        overrides gives the cheap single-image input."""
+        return cls(**{**LLADA_V_INPUT, **overrides})
 
     @classmethod
     def tiny(cls, **overrides) -> "LladaVlaConfig":
@@ -108,7 +160,7 @@ class LladaVlaConfig(PretrainedConfig):
         ids = {tok: 256 + i for i, tok in enumerate(TINY_SPECIAL_TOKENS)}
         num_bins = overrides.get("num_bins", 32)
         args = dict(
-            vision_config=dict(TINY_VISION), vocab_size=320, hidden_size=128,
+            **SQUARE_INPUT, vision_config=dict(TINY_VISION), vocab_size=320, hidden_size=128,
             intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, rope_theta=10000.0, initializer_range=0.1,
             mask_token_id=ids["<|mdm_mask|>"], bos_token_id=ids["<|startoftext|>"],

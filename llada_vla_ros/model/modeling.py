@@ -26,8 +26,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import PreTrainedModel, SiglipVisionModel
 
+from . import anyres
+from .checkpoint import load_checkpoint
 from .configuration import LladaVlaConfig
-from .processing import build_prompt_ids, preprocess_image
+from .processing import ImageInput, build_prompt_ids, preprocess_crops
+
+try:  # transformers >= 4.52: layers that model.gradient_checkpointing_enable() recomputes
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:  # pragma: no cover
+    GradientCheckpointingLayer = nn.Module
 
 
 # ----------------------------------------------------------------------------- caches, inputs
@@ -146,7 +153,7 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class Block(nn.Module):
+class Block(GradientCheckpointingLayer):
     def __init__(self, c: LladaVlaConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
@@ -214,6 +221,7 @@ class LladaVlaForActions(PreTrainedModel):
     base_model_prefix = "llada_vla"
     main_input_name = "pixel_values"
     _no_split_modules = ["Block", "SiglipEncoderLayer"]
+    supports_gradient_checkpointing = True
 
     def __init__(self, config: LladaVlaConfig):
         super().__init__(config)
@@ -224,6 +232,8 @@ class LladaVlaForActions(PreTrainedModel):
             nn.Linear(c.hidden_size, c.hidden_size))
         self.model = Backbone(c)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        if c.uses_image_newline:  # LLaDA-V's model.image_newline, ends each feature row
+            self.image_newline = nn.Parameter(torch.randn(c.hidden_size) / c.hidden_size ** 0.5)
         self.tokenizer = None  # text tokenizer; from_pretrained attaches tokenizer.json
         self.post_init()
 
@@ -234,9 +244,7 @@ class LladaVlaForActions(PreTrainedModel):
         dtype default: float32 on CPU, bfloat16 on CUDA. Never runs remote code."""
         if kwargs:
             raise TypeError(f"unsupported from_pretrained arguments: {sorted(kwargs)}")
-        from .checkpoint import from_pretrained
-
-        return from_pretrained(path, torch_dtype=torch_dtype or dtype, device=device)
+        return load_checkpoint(cls, path, torch_dtype=torch_dtype or dtype, device=device)
 
     def save_pretrained(self, save_directory, **kwargs):
         """config.json + model.safetensors, plus tokenizer files when a tokenizer is set."""
@@ -246,10 +254,25 @@ class LladaVlaForActions(PreTrainedModel):
 
     # -- prompt
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, N, H) projected image features. Features are the output of the
-        last kept encoder layer, before post_layernorm (LLaVA's ``hidden_states[-1]``)."""
+        """(B, 3, S, S) crops -> (B, T*T, H) projected features. Features are the output of
+        the last kept encoder layer, before post_layernorm (LLaVA's ``hidden_states[-1]``)."""
         out = self.vision_tower(pixel_values, output_hidden_states=True)
         return self.mm_projector(out.hidden_states[-1])
+
+    def image_features(self, images) -> list:
+        """ImageInputs (or a (B, 3, S, S) tensor of square-input images) -> one (N_i, H)
+        tensor of prompt features per image: every crop of the batch goes through the
+        vision tower in one pass, then anyres.merge lays each image's features out."""
+        if isinstance(images, torch.Tensor):
+            images = [ImageInput(p[None], (p.shape[-1], p.shape[-2])) for p in images]
+        feats = self.encode_images(torch.cat([im.pixels for im in images]))
+        out, start = [], 0
+        newline = getattr(self, "image_newline", None)
+        for im in images:
+            n = im.pixels.shape[0]
+            out.append(anyres.merge(feats[start:start + n], im.size, self.config, newline))
+            start += n
+        return out
 
     def embed_prompt(self, prompt_ids: Sequence[int], image_features: torch.Tensor):
         """Prompt ids with one image placeholder + (N, H) features -> ((P, H), image span)."""
@@ -264,9 +287,10 @@ class LladaVlaForActions(PreTrainedModel):
         feats = image_features.to(before.dtype)
         return torch.cat([before, feats, after], dim=0), (i, i + feats.shape[0])
 
-    def prefix_embeds(self, pixel_values: torch.Tensor, prompts: Sequence[Sequence[int]]):
-        """B images + B prompts -> (B, P, H) left-padded prefix and (B, P) validity mask."""
-        feats = self.encode_images(pixel_values)
+    def prefix_embeds(self, images, prompts: Sequence[Sequence[int]]):
+        """B images (see image_features) + B prompts -> (B, P, H) left-padded prefix and
+        (B, P) validity mask."""
+        feats = self.image_features(images)
         rows = [self.embed_prompt(p, f)[0] for p, f in zip(prompts, feats)]
         P = max(r.shape[0] for r in rows)
         out = rows[0].new_zeros(len(rows), P, rows[0].shape[1])
@@ -276,10 +300,10 @@ class LladaVlaForActions(PreTrainedModel):
             valid[b, P - r.shape[0]:] = True
         return out, valid
 
-    def preprocess(self, image_rgb: np.ndarray) -> torch.Tensor:
-        """uint8 HxWx3 RGB (any size) -> (1, 3, S, S) on the model's device and dtype."""
+    def preprocess(self, image_rgb: np.ndarray) -> ImageInput:
+        """uint8 HxWx3 RGB (any size) -> ImageInput (crops on the model's device and dtype)."""
         w = self.lm_head.weight
-        return preprocess_image(image_rgb, self.config.image_size, w.device, w.dtype)
+        return preprocess_crops(image_rgb, self.config, w.device, w.dtype)
 
     def prompt_ids(self, instruction: str) -> list:
         if self.tokenizer is None:
@@ -293,9 +317,9 @@ class LladaVlaForActions(PreTrainedModel):
         Raises ValueError on a bad image (not HxWx3 uint8, empty) or an empty instruction."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction is empty")
-        pixels = self.preprocess(image_rgb)
+        image = self.preprocess(image_rgb)
         ids = self.prompt_ids(instruction)
-        embeds, span = self.embed_prompt(ids, self.encode_images(pixels)[0])
+        embeds, span = self.embed_prompt(ids, self.image_features([image])[0])
         return Observation(embeds[None], ids, span, instruction)
 
     # -- action positions
@@ -375,13 +399,18 @@ class LladaVlaForActions(PreTrainedModel):
         h, _ = self.action_hidden(obs.prefix_embeds, self.classes_to_ids(classes), cache=cache)
         return self.lm_head(h).float()
 
-    def forward(self, pixel_values, prompts, action_ids, localized: bool = True):
-        """Training forward: images (B, 3, S, S), B prompt id lists, action-position ids
-        (B, K*D) (mask id where masked) -> logits at the action positions,
-        (B, K*D, V_a) if ``localized`` else (B, K*D, vocab)."""
-        prefix, valid = self.prefix_embeds(pixel_values, prompts)
+    def forward(self, images, prompts, action_ids, localized: bool = True):
+        """Training forward: B images (ImageInputs, or a (B, 3, S, S) tensor with the square
+        input), B prompt id lists, action-position ids (B, K*D) (mask id where masked) ->
+        logits at the action positions, (B, K*D, V_a) if ``localized`` else (B, K*D, vocab)."""
+        prefix, valid = self.prefix_embeds(images, prompts)
         h, _ = self.action_hidden(prefix, action_ids, prefix_valid=valid)
         return self.localized_logits(h) if localized else self.lm_head(h)
+
+
+def from_pretrained(path, torch_dtype=None, device=None) -> LladaVlaForActions:
+    """``LladaVlaForActions.from_pretrained``: a local checkpoint directory, safetensors only."""
+    return LladaVlaForActions.from_pretrained(path, torch_dtype=torch_dtype, device=device)
 
 
 def count_parameters(module: nn.Module) -> int:

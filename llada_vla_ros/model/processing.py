@@ -2,6 +2,7 @@
 prompt, and the tiny byte-level tokenizer built offline."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..images import check_rgb
+from . import anyres
 from .configuration import TINY_SPECIAL_TOKENS
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -29,13 +31,37 @@ def preprocess_image(image_rgb: np.ndarray, size: int, device="cpu",
     return ((x - MEAN) / STD).to(dtype)
 
 
+@dataclass
+class ImageInput:
+    """One camera image ready for the vision tower: ``pixels`` (n, 3, S, S) normalized crops
+    (the whole image, then anyres tiles) and the original ``size`` (width, height), which
+    fixes the tile grid and the unpadding of the features (anyres.merge)."""
+
+    pixels: torch.Tensor
+    size: tuple
+
+
+def preprocess_crops(image_rgb: np.ndarray, config, device="cpu",
+                     dtype: torch.dtype = torch.float32) -> ImageInput:
+    """uint8 HxWx3 RGB -> ImageInput for ``config``'s input (square or anyres)."""
+    check_rgb(image_rgb)
+    x = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device)
+    x = x.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    pixels = anyres.crops(x, config)
+    return ImageInput(((pixels - MEAN) / STD).to(dtype),
+                      (int(image_rgb.shape[1]), int(image_rgb.shape[0])))
+
+
 def build_prompt_ids(tokenizer, instruction: str, config) -> list[int]:
     """LLaDA chat prompt as ids, with ``config.image_token_index`` where the image goes:
 
-    ``<|startoftext|><|start_header_id|>user<|end_header_id|>\\n\\n<image>\\n{instruction}
-    <|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n``
+    ``<|startoftext|>[<|start_header_id|>system<|end_header_id|>\\n\\n{system}<|eot_id|>]
+    <|start_header_id|>user<|end_header_id|>\\n\\n<image>\\n{instruction}<|eot_id|>
+    <|start_header_id|>assistant<|end_header_id|>\\n\\n``
 
-    Special tokens come from the config ids, text between them from ``tokenizer``.
+    The system turn is there when ``config.system_prompt`` is set (LLaDA-V's template).
+    Special tokens come from the config ids; the text between two special tokens (or the
+    image) is tokenized as one piece, as LLaDA-V's ``tokenizer_image_token`` does.
     """
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError("instruction is empty")
@@ -44,7 +70,11 @@ def build_prompt_ids(tokenizer, instruction: str, config) -> list[int]:
         return list(tokenizer.encode(s, add_special_tokens=False))
 
     c = config
-    return ([c.bos_token_id, c.start_header_id] + text("user") + [c.end_header_id]
+    ids = [c.bos_token_id]
+    if c.system_prompt:
+        ids += ([c.start_header_id] + text("system") + [c.end_header_id]
+                + text("\n\n" + c.system_prompt.strip()) + [c.eot_token_id])
+    return (ids + [c.start_header_id] + text("user") + [c.end_header_id]
             + text("\n\n") + [c.image_token_index] + text("\n" + instruction.strip())
             + [c.eot_token_id, c.start_header_id] + text("assistant") + [c.end_header_id]
             + text("\n\n"))

@@ -1,165 +1,110 @@
-"""The demo behind `make demo`: simulated camera + simulated WidowX driver + policy node,
-an instruction published after start-up, ~20 s of closed-loop control recorded to a rosbag2
-bag, then a printed summary and the offline-evaluation report of that bag.
+"""The demo behind `make demo`: a task in the simulated world, through the real policy node.
 
-    python -m llada_vla_ros.ros.demo [--model-path DIR|scripted] [--seconds 20] [--out DIR]
+    python -m llada_vla_ros.ros.demo [--model-path DIR|expert|scripted] [--task stack]
+                                     [--episodes 3] [--out DIR]
 
-Without --model-path it trains (once, cached) a tiny LLaDA-VLA on the simulated camera's
-scene and runs the real model path: vision tower, masked-diffusion decoding, safety filter.
+Without --model-path it first trains (once; cached in .ws/demo-sim-model) a tiny LLaDA-VLA
+on scripted-expert demonstrations of the task (llada-vla-sim-collect -> llada-vla-train),
+then runs a few episodes with ``sim_world`` and ``policy_node`` as separate processes over
+DDS (``llada-vla-sim-eval --through-ros``): the rendered camera in, joint commands out, the
+episode judged by the task's success rule. It waits for the node to report the policy
+loaded before the first episode, and prints the success rate, the grasp rate, the inference
+latency and where the video and the report are (out/demo-<time>/).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
-import signal
-import subprocess
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
-from llada_vla_ros.ros.processes import node_command
-
-INSTRUCTION = "put the red block on the blue plate"
+# The demo model: expert demonstrations of the 24 grid episodes, a short CPU training.
+DEMO = {"version": 2, "episodes": 24, "layout": "grid", "image_size": "160x120",
+        "noise": 0.002, "steps": 600, "lr": 1e-3, "batch_size": 16}
 
 
-def demo_checkpoint(cache: Path) -> Path:
-    """A tiny LLaDA-VLA overfit on sim_camera frames -> the scripted square (cached)."""
-    from llada_vla_ros.policy import ScriptedPolicy
-    from llada_vla_ros.ros.sim_camera import scene
-    from llada_vla_ros.training import Example, make_tiny_checkpoint
+def demo_checkpoint(cache: Path, task: str) -> Path:
+    """A tiny LLaDA-VLA trained on expert demonstrations of ``task`` (cached)."""
+    from llada_vla_ros import finetune
+    from llada_vla_ros.sim import collect
 
-    if (cache / "config.json").is_file():
-        return cache
-    table = ScriptedPolicy.default().table
-    examples = [Example(image=scene(640, 480, 2 * np.pi * i / 4), instruction=INSTRUCTION,
-                        actions=table[5 * i: 5 * i + 5]) for i in range(4)]
-    print(f"demo: training a tiny LLaDA-VLA on the simulated scene -> {cache}", flush=True)
-    return make_tiny_checkpoint(cache, examples=examples)
-
-
-def start(name: str, params: dict, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(node_command(name, params), env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-class Watcher:
-    """Publishes the instruction and keeps what the node reports."""
-
-    def __init__(self):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from interbotix_xs_msgs.msg import JointGroupCommand
-        from std_msgs.msg import String
-
-        from llada_vla_ros import topics
-        from llada_vla_ros.ros import qos
-
-        rclpy.init()
-        self.node = rclpy.create_node("llada_vla_demo")
-        self.commands, self.diagnostics = 0, None
-        self.node.create_subscription(
-            JointGroupCommand, topics.robot_topic(topics.ROBOT_NAME, topics.JOINT_GROUP_COMMAND),
-            self._on_command, qos.COMMANDS)
-        self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diag, 10)
-        self.instruction = self.node.create_publisher(String, topics.INSTRUCTION, qos.LATCHED)
-        self.String = String
-        self._thread = threading.Thread(target=rclpy.spin, args=(self.node,), daemon=True)
-        self._thread.start()
-
-    def _on_command(self, msg):
-        self.commands += 1
-
-    def _on_diag(self, msg):
-        self.diagnostics = {kv.key: kv.value for kv in msg.status[0].values}
-        self.diagnostics["message"] = msg.status[0].message
-
-    def say(self, text: str) -> None:
-        self.instruction.publish(self.String(data=text))
-
-    def close(self):
-        import rclpy
-        self.node.destroy_node()
-        rclpy.try_shutdown()
+    stamp = dict(DEMO, task=task)
+    model = cache / "model"
+    if (model / "config.json").is_file() and (cache / "stamp.json").is_file() and \
+            json.loads((cache / "stamp.json").read_text()) == stamp:
+        return model
+    start = time.perf_counter()
+    print(f"demo: collecting {DEMO['episodes']} expert demonstrations of '{task}' -> "
+          f"{cache / 'bags'}", flush=True)
+    if collect.main(["--task", task, "--episodes", str(DEMO["episodes"]), "--layout",
+                     DEMO["layout"], "--image-size", DEMO["image_size"], "--noise",
+                     str(DEMO["noise"]), "--out", str(cache / "bags"), "--overwrite"]) != 0:
+        raise RuntimeError("collecting the demonstrations failed")
+    bags = sorted(str(p) for p in (cache / "bags").iterdir() if p.is_dir())
+    import torch
+    torch.set_num_threads(1)  # tiny ops: one thread is as fast, and immune to busy cores
+    print(f"demo: training a tiny LLaDA-VLA on them ({DEMO['steps']} steps, CPU) -> {model}",
+          flush=True)
+    if finetune.main(bags + ["--init", "tiny", "--out", str(model), "--overwrite",
+                             "--steps", str(DEMO["steps"]), "--lr", str(DEMO["lr"]),
+                             "--batch-size", str(DEMO["batch_size"])]) != 0:
+        raise RuntimeError("training the demo model failed")
+    (cache / "stamp.json").write_text(json.dumps(stamp), encoding="utf-8")
+    print(f"demo: model ready in {time.perf_counter() - start:.0f} s (cached)", flush=True)
+    return model
 
 
 def main(argv=None) -> int:
+    from llada_vla_ros.ros import sim_eval
+    from llada_vla_ros.sim import evaluate as E
+    from llada_vla_ros.sim.tasks import get_task
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-path", default="",
-                    help="checkpoint directory, or 'scripted' (default: a tiny demo model)")
-    ap.add_argument("--seconds", type=float, default=20.0)
+                    help="checkpoint directory, 'expert' or 'scripted' (default: the tiny "
+                         "demo model, trained on first use)")
+    ap.add_argument("--task", default="stack", help="spoon, carrot, stack or eggplant")
+    ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--out", default="", help="output directory (default out/demo-<time>)")
-    ap.add_argument("--storage", default="mcap", choices=("sqlite3", "mcap"))
     a = ap.parse_args(argv)
+    # the tiny model in the node: one thread is as fast, and immune to busy cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     root = Path.cwd()
     out = Path(a.out or root / "out" / f"demo-{datetime.now():%Y%m%d-%H%M%S}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    spec = a.model_path or str(demo_checkpoint(root / ".ws" / "demo-model"))
-    model_param = "" if spec == "scripted" else spec
-
-    # A domain of its own, kept on this host: the demo never talks to a real robot.
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(120, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    bag = out / "bag"
-    procs = [
-        start("sim_widowx", {"moving_time": 0.25}, env, out / "sim_widowx.log"),
-        start("sim_camera", {}, env, out / "sim_camera.log"),
-        start("policy_node", {"execute": True, "model_path": model_param,
-                              "record_to": str(bag), "record_storage": a.storage},
-              env, out / "policy_node.log"),
-    ]
-    watcher = Watcher()
-    try:
-        print(f"demo: camera, driver and policy node up (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}); "
-              f"policy: {spec}", flush=True)
-        time.sleep(3.0)
-        print(f"demo: instruction -> '{INSTRUCTION}'", flush=True)
-        watcher.say(INSTRUCTION)
-        end = time.monotonic() + a.seconds
-        while time.monotonic() < end:
-            time.sleep(5.0)
-            d = watcher.diagnostics or {}
-            print(f"demo: {d.get('message', 'starting')}: chunks {d.get('chunks', 0)}, "
-                  f"commands {watcher.commands}", flush=True)
-    finally:
-        for p in reversed(procs):
-            stop(p)
-        d = watcher.diagnostics or {}
-        watcher.close()
+    spec = a.model_path or str(demo_checkpoint(root / ".ws" / "demo-sim-model", a.task))
+    # the demo model's training layout and camera size; its first seeds were trained on
+    args = sim_eval.build_parser().parse_args(
+        ["--policy", spec, "--task", a.task, "--episodes", str(a.episodes), "--layout",
+         DEMO["layout"], "--image-size", DEMO["image_size"], "--videos", str(a.episodes),
+         "--through-ros", "--out", str(out)])
+    E.check_args(args)
+    print(f"demo: sim_world + policy_node ({spec}) over DDS, {a.episodes} episode(s) of "
+          f"'{a.task}'", flush=True)
+    start = time.perf_counter()
+    episodes, videos = sim_eval.run_task_through_ros(args, a.task, out)
+    report = E.build_report(args, episodes, time.perf_counter() - start, "through ROS")
+    paths = E.write_reports(out, report, videos)
+    s = report["summary"][a.task]
+    lat = s["latency_ms"]
+    lo, hi = s["wilson_95"]
     print("\n=== demo summary ===")
     print(f"policy:              {spec}")
-    print(f"chunks decoded:      {d.get('chunks', 0)}")
-    print(f"inference latency:   median {d.get('inference_ms_median', '?')} ms "
-          f"(last {d.get('inference_ms_last', '?')} ms)")
-    print(f"commands received:   {watcher.commands} (node counted {d.get('commands_sent', 0)})")
-    print(f"refusals:            {d.get('refusals', 0)} (last: {d.get('last_refusal') or '-'})")
-    print(f"dropped frames:      {d.get('dropped_frames', 0)}")
-    print(f"bag:                 {bag}")
-
-    from llada_vla_ros import evaluation
-    report = out / "report"
-    rc = evaluation.main([str(bag), "--policy", spec, "--out", str(report), "--quiet",
-                          "--hz", "5"])
-    print(f"offline evaluation:  {report / 'report.md'} (and report.html, report.json)")
-    print(f"logs:                {out}/*.log")
-    ok = rc == 0 and watcher.commands > 0
-    if not ok:
-        print("demo: FAILED (no command reached the driver, or the evaluation failed); "
-              f"see {out}/policy_node.log")
-    return 0 if ok else 1
+    print(f"task:                {a.task} ('{get_task(a.task).instruction}')")
+    print(f"success rate:        {s['successes']}/{s['episodes']} "
+          f"({100 * s['success_rate']:.0f} %, 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %)")
+    print(f"grasp rate:          {100 * s['grasp_rate']:.0f} %")
+    print("inference latency:   " + ("no chunk decoded" if lat is None else
+                                     f"median {lat['median']:.1f} ms, p90 {lat['p90']:.1f} ms"))
+    print("video:               " + (str(out / next(iter(paths["videos"].values())))
+                                     if paths["videos"] else "(none)"))
+    print(f"report:              {paths['html']} (and report.md, report.json)")
+    print(f"logs:                {out / 'logs'}")
+    if lat is None:
+        print("demo: FAILED (the policy produced no action chunk); see the logs")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ class NodeRecorder:
         self.writer = BagWriter(path, storage)
         image = node.get_parameter("image_topic").value
         instruction = node.get_parameter("instruction_topic").value
-        recorded = topics.recorded_topics(node.get_parameter("robot_name").value, image, instruction)
+        recorded = topics.recorded_topics(node.get_parameter("robot_name").value, image,
+                                          instruction, node.get_namespace())
         for topic, msgtype in recorded.items():
             profile = {image: qos.IMAGE_SUB, instruction: qos.LATCHED}.get(topic, qos.COMMANDS)
             self.writer.add_topic(topic, msgtype, latched=(topic == instruction))

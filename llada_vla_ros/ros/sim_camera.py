@@ -7,6 +7,8 @@ test conversions), frame_id.
 """
 from __future__ import annotations
 
+from llada_vla_ros.ros import signals  # noqa: F401 - first: Ctrl-C while starting
+
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image

@@ -11,6 +11,8 @@ have the motors refuse them.
 """
 from __future__ import annotations
 
+from llada_vla_ros.ros import signals  # noqa: F401 - first: Ctrl-C while starting
+
 import threading
 
 import numpy as np

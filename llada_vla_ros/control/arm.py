@@ -19,8 +19,8 @@ from typing import Optional
 
 import numpy as np
 
-from .kinematics import fk
-from .safety import SafetyDecision, SafetyFilter, SafetyLimits
+from ..kinematics import fk
+from ..safety import SafetyDecision, SafetyFilter, SafetyLimits
 
 
 class ArmController:
@@ -50,11 +50,12 @@ class ArmController:
         """Start a new plan: the next delta applies to the last commanded pose."""
         self.target = None
 
-    def resume(self, q_measured) -> str:
-        """The operator restarts motion (~/start): clears a latched tracking fault (see
-        ``SafetyFilter.resume``) and re-plans. Returns what was done."""
+    def resume(self, q_settled=None) -> str:
+        """The operator restarts motion (~/start): see ``SafetyFilter.resume`` (``q_settled``:
+        the measured joints when the arm is at rest, else None); re-plans. Returns what was
+        done."""
         self.target = None
-        return self.safety.resume(q_measured)
+        return self.safety.resume(q_settled)
 
     def update(self, limits: Optional[SafetyLimits] = None,
                gripper_threshold: Optional[float] = None) -> None:

@@ -1,0 +1,373 @@
+"""The training loop, on Hugging Face Accelerate: one process, DDP, FSDP or DeepSpeed ZeRO-3,
+whichever ``accelerate launch`` set up (shipped configs: config/accelerate/*.yaml).
+
+A step is one optimizer update over ``global_batch`` examples: every process runs
+``accumulation`` micro-batches of ``micro_batch`` examples, so
+``global_batch = micro_batch x processes x accumulation``.
+
+Exactness. Which example and which mask a step sees depends only on (seed, step, position
+in the global batch), never on the number of processes: a list of examples is visited in a
+seeded permutation per epoch, and the mask of position j of step s comes from a generator
+seeded with (seed, s, j). The loss is the sum over the global batch divided by the global
+count of its terms (objective.py), so 1 process x 4 micro-batches and 2 processes x 2
+micro-batches compute the same gradient up to float rounding, and a run resumed from a
+training checkpoint continues bit for bit (CPU, same seed).
+
+Data. ``examples`` is a list (map-style: shuffled per epoch, split across processes by
+position) or any iterable of examples (streaming). An iterable is read in order; with several
+processes it must provide ``shard(num_shards, index)`` returning this process's part, and
+``set_epoch(epoch)`` is called before each pass when it has one. Each process then draws its
+micro-batches from its own shard; resuming skips the examples already seen.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm import tqdm
+
+from .objective import as_example, diffusion_sums, sample_mask
+
+STATE_FILE = "trainer_state.json"
+CHECKPOINTS = "checkpoints"
+
+# The paper's fine-tuning recipe (LLaDA-VLA section 4): 3 epochs, learning rate 2e-5, batch
+# 128, chunks of 5 actions. Warm-up 3 % and cosine decay are LLaDA-V's fine-tuning schedule.
+RECIPES = {
+    "paper": dict(epochs=3.0, lr=2e-5, global_batch=128, chunk_size=5, warmup_ratio=0.03,
+                  cosine=True),
+}
+
+
+@dataclass
+class FitConfig:
+    steps: Optional[int] = None  # optimizer steps; or
+    epochs: Optional[float] = None  # passes over a list of examples
+    lr: float = 1e-4
+    global_batch: int = 8
+    micro_batch: Optional[int] = None  # per process; None = no accumulation
+    warmup_steps: Optional[int] = None  # None: warmup_ratio x steps
+    warmup_ratio: float = 0.0
+    cosine: bool = True  # decay to lr / 10
+    weight_decay: float = 0.0
+    max_grad_norm: Optional[float] = 1.0
+    loss_type: str = "lsc"
+    eps: float = 1e-3
+    reweight: bool = True
+    seed: int = 0
+    save_every: int = 0  # training checkpoint every N steps (0 = at the end only)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class FitResult:
+    losses: list = field(default_factory=list)  # loss of each step (the global batch)
+    steps: int = 0
+    micro_batch: int = 0
+    accumulation: int = 1
+    processes: int = 1
+    resumed_from: Optional[str] = None
+    model: object = field(default=None, repr=False)  # the prepared (wrapped) model
+    accelerator: object = field(default=None, repr=False)
+
+
+def total_steps(cfg: FitConfig, n_examples: Optional[int]) -> int:
+    if cfg.steps is not None:
+        return int(cfg.steps)
+    if cfg.epochs is None:
+        raise ValueError("give steps or epochs")
+    if n_examples is None:
+        raise ValueError("epochs need a dataset of known length: give steps for a stream")
+    return max(1, math.ceil(cfg.epochs * n_examples / cfg.global_batch))
+
+
+def batch_layout(cfg: FitConfig, processes: int) -> tuple:
+    """(micro_batch, accumulation) with micro_batch x processes x accumulation = global."""
+    g = int(cfg.global_batch)
+    micro = int(cfg.micro_batch) if cfg.micro_batch else g // processes
+    if g < 1 or micro < 1 or g % (micro * processes):
+        raise ValueError(f"global batch {g} is not a multiple of micro batch {micro} x "
+                         f"{processes} process(es)")
+    return micro, g // (micro * processes)
+
+
+def lr_factor(step: int, steps: int, warmup: int, cosine: bool) -> float:
+    f = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if cosine:
+        f *= 0.1 + 0.45 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
+    return f
+
+
+@lru_cache(maxsize=8)
+def _permutation(n: int, seed: int, epoch: int) -> tuple:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return tuple(torch.randperm(n, generator=g).tolist())
+
+
+def example_indices(step: int, positions, n: int, global_batch: int, seed: int) -> list:
+    """Indices into a list of ``n`` examples at these ``positions`` of global batch ``step``."""
+    out = []
+    for j in positions:
+        epoch, k = divmod(step * global_batch + j, n)
+        out.append(_permutation(n, seed, epoch)[k])
+    return out
+
+
+def position_masks(step: int, positions, length: int, eps: float, seed: int) -> tuple:
+    """(masked (B, length), t (B,)) for these positions of global batch ``step``."""
+    rows = []
+    for j in positions:
+        g = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1_000_003 + j) % 2**63)
+        rows.append(sample_mask(1, length, eps, g))
+    return torch.cat([m for m, _ in rows]), torch.cat([t for _, t in rows])
+
+
+class _Stream:
+    """This process's examples of an iterable dataset, epoch after epoch."""
+
+    def __init__(self, data, processes: int, index: int):
+        if processes > 1:
+            if not hasattr(data, "shard"):
+                raise ValueError("an iterable dataset needs shard(num_shards, index) to be "
+                                 "read by several processes")
+            data = data.shard(processes, index)
+        self.data, self.epoch, self.it, self.seen = data, 0, None, 0
+
+    def take(self, n: int) -> list:
+        out = []
+        while len(out) < n:
+            if self.it is None:
+                if hasattr(self.data, "set_epoch"):
+                    self.data.set_epoch(self.epoch)
+                self.it, self.seen = iter(self.data), 0
+            try:
+                out.append(as_example(next(self.it)))
+                self.seen += 1
+            except StopIteration:
+                if not self.seen:
+                    raise ValueError("the iterable dataset yields no examples") from None
+                self.epoch, self.it = self.epoch + 1, None
+        return out
+
+
+def processes(acc) -> tuple:
+    """(number of processes, this one's index); from torch.distributed when it is up
+    (Accelerate counts one process under DeepSpeed on the CPU)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return acc.num_processes, acc.process_index
+
+
+def reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t)
+    return t
+
+
+def bare_model(accelerator, model):
+    """The LladaVlaForActions inside DDP/FSDP/DeepSpeed and LoRA wrappers."""
+    m = accelerator.unwrap_model(model)
+    return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+
+def make_accelerator(cpu: Optional[bool] = None, model=None, **kwargs):
+    """An Accelerator for this process: on the CPU when asked, when there is no CUDA (gloo
+    between processes under ``accelerate launch --multi_gpu``) or when ``model`` lives on
+    the CPU."""
+    from accelerate import Accelerator
+
+    if cpu is None:
+        cpu = model is not None and next(model.parameters()).device.type == "cpu"
+    cpu = cpu or not torch.cuda.is_available()
+    if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        cpu = False  # DeepSpeed brings its own CPU accelerator (DS_ACCELERATOR=cpu)
+    return Accelerator(cpu=cpu, **kwargs)
+
+
+def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=None,
+        resume: Optional[str] = None, progress: bool = True,
+        on_step=None) -> FitResult:
+    """Train ``model`` (a LladaVlaForActions, or a LoRA-wrapped one) on ``examples`` with the
+    masked-diffusion loss; ``tokenizer`` is the ActionTokenizer. ``accelerator`` comes from
+    ``make_accelerator`` (None: one made here, one process). Training checkpoints go to
+    ``out_dir/checkpoints/step-N`` every ``cfg.save_every`` steps; ``resume`` is one of
+    them. ``on_step(step, loss)`` is called on every process after each step.
+    ``export_state_dict(result)`` gives the weights to save."""
+    acc = accelerator or make_accelerator(model=model)
+    world, rank = processes(acc)
+    data = examples if isinstance(examples, (list, tuple)) else None
+    if data is not None:
+        data = [as_example(e) for e in data]
+        if not data:
+            raise ValueError("no training examples")
+    steps = total_steps(cfg, len(data) if data is not None else None)
+    micro, accum = batch_layout(cfg, world)
+    acc.gradient_accumulation_steps = accum
+    core = bare_model(acc, model)
+    A = core.config.num_action_tokens
+    warmup = (cfg.warmup_steps if cfg.warmup_steps is not None
+              else int(round(cfg.warmup_ratio * steps)))
+
+    for name, p in core.named_parameters():  # features come before post_layernorm
+        if "post_layernorm" in name:
+            p.requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        core.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters (every parameter has requires_grad=False)")
+    _deepspeed_setup(acc, core, micro, accum, cfg.global_batch)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = acc.prepare(model, optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    result = FitResult(micro_batch=micro, accumulation=accum, processes=world)
+    start = 0
+    if resume:
+        start, result.losses = load_checkpoint(acc, resume, cfg, world)
+        result.resumed_from = str(resume)
+    stream = _Stream(examples, world, rank) if data is None else None
+    if stream is not None and start:
+        stream.take(start * accum * micro)  # the examples already trained on
+    prompt_cache = {}
+
+    def encode(batch):
+        images = [core.preprocess(e.image) for e in batch]
+        prompts = [prompt_cache.get(e.instruction) or prompt_cache.setdefault(
+            e.instruction, core.prompt_ids(e.instruction)) for e in batch]
+        classes = []
+        for e in batch:
+            c = tokenizer.encode(e.actions).reshape(-1)
+            if c.size != A:
+                raise ValueError(f"actions must be {core.config.chunk_size}x"
+                                 f"{core.config.action_dim}, got {e.actions.shape}")
+            classes.append(torch.as_tensor(c))
+        return images, prompts, torch.stack(classes).to(acc.device)
+
+    model.train()
+    bar = tqdm(range(start, steps), desc="train", disable=not (progress and rank == 0),
+               initial=start, total=steps)
+    for step in bar:
+        total = torch.zeros((), device=acc.device)
+        count = torch.zeros((), device=acc.device)
+        micro_batches = []
+        for a in range(accum):
+            positions = list(range((a * world + rank) * micro, (a * world + rank + 1) * micro))
+            batch = ([data[i] for i in example_indices(step, positions, len(data),
+                                                        cfg.global_batch, cfg.seed)]
+                     if data is not None else stream.take(micro))
+            masked, t = position_masks(step, positions, A, cfg.eps, cfg.seed)
+            micro_batches.append((batch, masked.to(acc.device), t.to(acc.device)))
+            if cfg.reweight:
+                count += micro * A  # every action position is labelled
+            else:
+                count += masked.sum()
+        count = reduce_sum(count)  # the global batch's count
+        for batch, masked, t in micro_batches:
+            with acc.accumulate(model):
+                images, prompts, classes = encode(batch)
+                s, _ = diffusion_sums(model, core, images, prompts, classes, masked, t,
+                                      cfg.loss_type, cfg.reweight)
+                total += s.detach()
+                # backward divides by accumulation and DDP averages over processes: undo both,
+                # so the gradient is that of (sum over the global batch) / count
+                acc.backward(s / count.clamp(min=1) * world * accum)
+                if acc.sync_gradients and cfg.max_grad_norm:
+                    acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                for g in optimizer.param_groups:
+                    g["lr"] = cfg.lr * lr_factor(step, steps, warmup, cfg.cosine)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        loss = float(reduce_sum(total) / count.clamp(min=1))
+        result.losses.append(loss)
+        result.steps = step + 1
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if on_step is not None:
+            on_step(step, loss)
+        last = step + 1 == steps
+        if out_dir is not None and ((cfg.save_every and (step + 1) % cfg.save_every == 0)
+                                    or last):
+            save_checkpoint(acc, Path(out_dir) / CHECKPOINTS / f"step-{step + 1}", cfg,
+                            step + 1, result)
+    model.eval()
+    result.model = model
+    result.accelerator = acc
+    return result
+
+
+def _deepspeed_setup(acc, core, micro: int, accum: int, global_batch: int) -> None:
+    """DeepSpeed needs the batch sizes in its config (no dataloader is prepared), and ZeRO-3
+    must gather lm_head.weight for the model's own forward (LSC reads 32 of its rows)."""
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type != DistributedType.DEEPSPEED:
+        return
+    ds = acc.state.deepspeed_plugin.deepspeed_config
+    ds.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accum,
+              train_batch_size=global_batch)
+    if ds.get("zero_optimization", {}).get("stage") == 3:
+        import deepspeed
+
+        deepspeed.zero.register_external_parameter(core, core.lm_head.weight)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(acc, path: Path, cfg: FitConfig, step: int, result: FitResult) -> Path:
+    """Accelerate's training state (model, optimizer, RNG) + step and losses so far."""
+    acc.wait_for_everyone()
+    acc.save_state(str(path), safe_serialization=True)
+    if processes(acc)[1] == 0:
+        state = {"step": step, "losses": result.losses, "config": asdict(cfg),
+                 "processes": result.processes, "micro_batch": result.micro_batch,
+                 "accumulation": result.accumulation}
+        (path / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+    acc.wait_for_everyone()
+    return path
+
+
+def latest_checkpoint(out_dir) -> Optional[Path]:
+    root = Path(out_dir) / CHECKPOINTS
+    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def load_checkpoint(acc, path, cfg: FitConfig, world: int) -> tuple:
+    """Restore a training checkpoint into the prepared model/optimizer -> (step, losses)."""
+    path = Path(path)
+    state_file = path / STATE_FILE
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{path} is not a training checkpoint (no {STATE_FILE})")
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    saved = state["config"]
+    for key in ("global_batch", "seed", "loss_type", "reweight", "eps"):
+        if saved.get(key) != getattr(cfg, key):
+            raise ValueError(f"cannot resume {path}: it was trained with {key}="
+                             f"{saved.get(key)!r}, this run has {getattr(cfg, key)!r}")
+    acc.load_state(str(path))
+    return int(state["step"]), list(state["losses"])
+
+
+def export_state_dict(result: FitResult) -> Optional[dict]:
+    """The trained weights as a plain state dict of LladaVlaForActions names (LoRA merged),
+    gathered on the main process (None on the others)."""
+    from .lora import merge_lora_state_dict
+
+    acc, model = result.accelerator, result.model
+    acc.wait_for_everyone()
+    state = acc.get_state_dict(model)
+    if processes(acc)[1] != 0:
+        return None
+    unwrapped = acc.unwrap_model(model)
+    if hasattr(unwrapped, "peft_config"):
+        state = merge_lora_state_dict(state, unwrapped.peft_config["default"])
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}

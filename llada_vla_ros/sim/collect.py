@@ -1,0 +1,206 @@
+"""Demonstrations as bags (console script ``llada-vla-sim-collect``).
+
+    llada-vla-sim-collect --task all --episodes 50 --out demos/ [--noise 0.003]
+
+Runs the scripted expert in the simulated world and writes one rosbag2 bag per episode with
+the topics, types and QoS of a real ``widowx.launch.py policy:=false record:=true``
+recording: the RealSense color image, the instruction (latched), the driver's joint states,
+and the arm and gripper commands (what a teleoperation program publishes), stamped with the
+simulated time since the collection started. ``llada-vla-train`` reads them unchanged.
+Joint states at 100 Hz like xs_sdk; camera frames at ``--fps`` (default 5, the control rate:
+a 640x480 frame is 0.9 MB); episodes end on success or at the task's step limit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .. import topics as T
+from .evaluate import parse_size
+from .tasks import LAYOUTS, TASKS, task_names
+
+FRAME_ID = "camera_color_optical_frame"  # realsense2_camera's color optical frame
+
+
+def bag_topics(robot_name: str = T.ROBOT_NAME) -> dict:
+    """Topic -> type of a recording without the policy node: the recorded topics minus the
+    node's outputs (nothing publishes them)."""
+    return {t: ty for t, ty in T.recorded_topics(robot_name).items()
+            if t not in T.OUTPUT_TOPICS}
+
+
+def _stamp(ns: int) -> dict:
+    return {"sec": ns // 1_000_000_000, "nanosec": ns % 1_000_000_000}
+
+
+class EpisodeRecorder:
+    """Collects one episode's messages (time-ordered on write)."""
+
+    def __init__(self, t0_ns: int, fps: float, image_size: tuple, robot_name: str):
+        self.t0_ns, self.fps, self.image_size = t0_ns, fps, image_size
+        self.js_topic = T.robot_topic(robot_name, T.JOINT_STATES)
+        self.group_topic = T.robot_topic(robot_name, T.JOINT_GROUP_COMMAND)
+        self.single_topic = T.robot_topic(robot_name, T.JOINT_SINGLE_COMMAND)
+        self.messages: list = []
+        self._next_frame = 0.0
+        self._next_js = 0.0
+
+    def ns(self, t: float) -> int:
+        return self.t0_ns + int(round(t * 1e9))
+
+    def instruction(self, text: str) -> None:
+        self.messages.append((self.ns(0.0), T.INSTRUCTION, {"data": text}))
+
+    def command(self, t: float, q_cmd, effort) -> None:
+        self.messages.append((self.ns(t), self.group_topic,
+                              {"name": "arm", "cmd": np.asarray(q_cmd, np.float32)}))
+        self.messages.append((self.ns(t), self.single_topic,
+                              {"name": "gripper", "cmd": float(effort)}))
+
+    def __call__(self, world) -> None:
+        """The world's observer: joint states at 100 Hz, frames at fps."""
+        t = world.time
+        if t + 1e-9 >= self._next_js:
+            self._next_js += 0.01
+            names, pos, vel, eff = world.joint_state()
+            self.messages.append((self.ns(t), self.js_topic, {
+                "header": {"stamp": _stamp(self.ns(t))}, "name": names,
+                "position": np.asarray(pos), "velocity": np.asarray(vel),
+                "effort": np.asarray(eff)}))
+        if t + 1e-9 >= self._next_frame:
+            self._next_frame += 1.0 / self.fps
+            self.frame(world, t)
+
+    def frame(self, world, t: float) -> None:
+        w, h = self.image_size
+        rgb = world.render(w, h)
+        self.messages.append((self.ns(t), T.IMAGE, {
+            "header": {"stamp": _stamp(self.ns(t)), "frame_id": FRAME_ID},
+            "height": h, "width": w, "encoding": "rgb8", "is_bigendian": 0, "step": 3 * w,
+            "data": rgb.reshape(-1)}))
+
+    def write(self, path, storage: str, robot_name: str) -> None:
+        from ..bag import BagWriter
+
+        with BagWriter(path, storage) as bag:
+            for topic, msgtype in bag_topics(robot_name).items():
+                bag.add_topic(topic, msgtype, latched=(topic == T.INSTRUCTION))
+            for ns, topic, msg in sorted(self.messages, key=lambda m: m[0]):
+                bag.write_message(topic, ns, msg)
+
+
+def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
+                    storage: str = "sqlite3", robot_name: str = T.ROBOT_NAME) -> dict:
+    """One expert episode into a bag at ``path``; returns its outcome."""
+    rec = EpisodeRecorder(t0_ns, fps, env.image_size, robot_name)
+    env.observer = None
+    obs, info = env.reset(seed=seed)
+    rec.instruction(env.instruction)
+    rec(env.world)  # the first frame and joint state, at t = 0
+    env.observer = rec
+    done = False
+    while not done:
+        for action in expert.predict(obs["image"], env.instruction).actions:
+            t = env.world.time
+            obs, _, terminated, truncated, info = env.step(action)
+            if info["command"] is not None:
+                rec.command(t, info["command"], info["gripper_effort"])
+            done = terminated or truncated
+            if done:
+                break
+    env.observer = None
+    rec.write(path, storage, robot_name)
+    return {"task": env.task.name, "seed": seed, "success": bool(info["success"]),
+            "steps": int(info["steps"]), "bag": str(path),
+            "duration_s": round(env.world.time, 3)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llada-vla-sim-collect", description=__doc__.split("\n")[0])
+    p.add_argument("--task", default="all", help=f"all, or comma-separated: {', '.join(TASKS)}")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task")
+    p.add_argument("--out", required=True, help="directory receiving one bag per episode")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--seed", type=int, default=0, help="first seed (episode k uses seed + k)")
+    p.add_argument("--layout", choices=LAYOUTS, default="random")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="std of the expert's action noise, m (rotation: twice that in rad)")
+    p.add_argument("--image-size", type=parse_size, default=(640, 480), metavar="WxH")
+    p.add_argument("--fps", type=float, default=5.0, help="camera frames per second")
+    p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    p.add_argument("--keep-failures", action="store_true",
+                   help="keep the bags of episodes the expert failed (default: delete them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def check_args(args) -> None:
+    task_names(args.task)
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if not 0 < args.fps <= 30:
+        raise ValueError(f"--fps must be in (0, 30], got {args.fps}")
+    if args.noise < 0:
+        raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise ValueError(f"--out {out} exists and is not an empty directory "
+                         "(give --overwrite to write into it)")
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as exc:
+        print(f"llada-vla-sim-collect: error: {exc}", file=sys.stderr)
+        return 2
+    import shutil
+
+    from tqdm import tqdm
+
+    from .env import WidowXTabletopEnv
+    from .expert import expert_for
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = task_names(args.task)
+    t0_ns = time.time_ns()
+    outcomes = []
+    bar = tqdm(total=len(names) * args.episodes, desc="episodes", disable=args.quiet)
+    for name in names:
+        env = WidowXTabletopEnv(name, args.layout, image_size=args.image_size)
+        expert = expert_for(env, noise=args.noise, seed=args.seed)
+        for k in range(args.episodes):
+            seed = args.seed + k
+            path = out / f"{name}_seed{seed:04d}"
+            if path.exists():  # --overwrite
+                shutil.rmtree(path)
+            o = collect_episode(env, expert, seed, path, t0_ns, args.fps, args.storage)
+            t0_ns += int((o["duration_s"] + 1.0) * 1e9)  # episodes one after the other
+            if not o["success"] and not args.keep_failures:
+                shutil.rmtree(path)
+                o["bag"] = None
+            outcomes.append(o)
+            bar.update(1)
+            bar.set_postfix(task=name, success=f"{sum(x['success'] for x in outcomes)}"
+                                               f"/{len(outcomes)}")
+        env.close()
+    bar.close()
+    (out / "collect_log.json").write_text(json.dumps(
+        {"args": {k: v for k, v in vars(args).items()}, "episodes": outcomes}, indent=2),
+        encoding="utf-8")
+    kept = sum(o["bag"] is not None for o in outcomes)
+    wins = sum(o["success"] for o in outcomes)
+    print(f"{kept} bags in {out} ({wins}/{len(outcomes)} expert successes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""llada-vla-sim-collect -> llada-vla-train -> llada-vla-sim-eval, end to end in this process
+(issue 11): expert demonstrations written as the bags a real recording makes, read unchanged
+by the trainer; the in-process closed-loop evaluation and its reports."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from llada_vla_ros import topics
+from llada_vla_ros.sim import collect
+from llada_vla_ros.sim.evaluate import summarize, wilson
+
+
+def bag_info(path):
+    return yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "demos"
+    assert collect.main(["--task", "stack,carrot", "--episodes", "2", "--out", str(out),
+                         "--image-size", "64x48", "--noise", "0.002", "--quiet"]) == 0
+    return out
+
+
+def test_collected_bags_are_real_recordings(demos):
+    bags = sorted(p for p in demos.iterdir() if p.is_dir())
+    assert [b.name for b in bags] == ["carrot_seed0000", "carrot_seed0001", "stack_seed0000",
+                                      "stack_seed0001"]
+    log = json.loads((demos / "collect_log.json").read_text())
+    assert all(e["success"] for e in log["episodes"])
+    # exactly the topics and types of `widowx.launch.py policy:=false record:=true`
+    expected = {t: ty for t, ty in topics.recorded_topics().items()
+                if t not in topics.OUTPUT_TOPICS}
+    info = bag_info(bags[0])
+    assert info["storage_identifier"] == "sqlite3"
+    meta = {t["topic_metadata"]["name"]: t for t in info["topics_with_message_count"]}
+    assert {t: m["topic_metadata"]["type"] for t, m in meta.items()} == expected
+    for topic, m in meta.items():
+        qos = yaml.safe_load(m["topic_metadata"]["offered_qos_profiles"])[0]
+        latched = topic == topics.INSTRUCTION
+        assert qos["reliability"] == 1 and qos["durability"] == (1 if latched else 2), topic
+        assert qos["depth"] == (1 if latched else 10)
+    counts = {t: m["message_count"] for t, m in meta.items()}
+    assert counts[topics.INSTRUCTION] == 1
+    steps = counts["/wx250s/commands/joint_group"]
+    assert counts["/wx250s/commands/joint_single"] == steps > 10
+    assert counts[topics.IMAGE] == steps + 1  # 5 Hz frames, one per control step
+    assert 18 * steps <= counts["/wx250s/joint_states"] <= 21 * steps  # 100 Hz
+
+    from llada_vla_ros.bag import load_episode
+    episode = load_episode(bags[2], hz=5.0, action_source="joint_states")
+    assert set(episode.instructions) == {"stack the green block on the yellow block"}
+    grip = episode.actions[:, 6]
+    # the recorded gripper commands: open, closed while carrying, open again at the end
+    runs = [g for i, g in enumerate(grip) if i == 0 or g != grip[i - 1]]
+    assert runs == [1.0, 0.0, 1.0], grip
+
+
+def test_collect_refuses_a_non_empty_out(demos, capsys):
+    assert collect.main(["--task", "stack", "--episodes", "1", "--out", str(demos)]) == 2
+    assert "not an empty directory" in capsys.readouterr().err
+    assert collect.main(["--task", "banana", "--out", str(demos / "x")]) == 2
+
+
+def test_train_on_the_demos_then_evaluate_in_the_simulator(demos, tmp_path):
+    from llada_vla_ros import finetune
+    from llada_vla_ros.ros import sim_eval
+
+    bags = sorted(str(p) for p in demos.iterdir() if p.is_dir())
+    ckpt = tmp_path / "ckpt"
+    assert finetune.main(bags + ["--init", "tiny", "--out", str(ckpt), "--steps", "3",
+                                 "--batch-size", "4", "--quiet"]) == 0
+    log = json.loads((ckpt / "train_log.json").read_text())
+    assert log["examples"] > 40 and len(log["bags"]) == 4
+
+    out = tmp_path / "eval"
+    assert sim_eval.main(["--policy", str(ckpt), "--task", "stack", "--episodes", "1",
+                          "--image-size", "64x48", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    [episode] = report["episodes"]
+    assert episode["task"] == "stack" and episode["steps"] >= 1
+    assert report["summary"]["stack"]["latency_ms"]["median"] > 0
+    assert report["mode"] == "in-process"
+    for name in ("report.md", "report.html", "contact_sheet.png", "videos/stack_seed0.mp4"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_expert_in_process_report(tmp_path):
+    from llada_vla_ros.ros import sim_eval
+
+    out = tmp_path / "eval"
+    assert sim_eval.main(["--policy", "expert", "--task", "all", "--episodes", "2",
+                          "--layout", "grid", "--seed", "4", "--image-size", "64x48",
+                          "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"]["all"]["success_rate"] == 1.0
+    assert report["summary"]["all"]["grasp_rate"] == 1.0
+    assert set(report["summary"]) == {"spoon", "carrot", "stack", "eggplant", "all"}
+    assert len(report["videos"]) == 4
+    md = (out / "report.md").read_text()
+    assert "| eggplant | 2/2 | 100.0 |" in md
+    assert sim_eval.main(["--policy", "/no/such/ckpt", "--out", str(out)]) == 2
+
+
+def test_wilson_interval_and_summary():
+    lo, hi = wilson(19, 20)
+    assert lo == pytest.approx(0.7639, abs=1e-3) and hi == pytest.approx(0.9911, abs=1e-3)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    eps = [{"task": "a", "success": s, "grasped": True, "steps_to_success": 10 if s else None,
+            "latency_ms": [1.0, 3.0]} for s in (True, False, True, True)]
+    s = summarize(eps)["a"]
+    assert (s["successes"], s["episodes"], s["success_rate"]) == (3, 4, 0.75)
+    assert s["mean_steps_to_success"] == 10.0 and s["latency_ms"]["median"] == 2.0
+    assert np.allclose(s["wilson_95"], wilson(3, 4))
