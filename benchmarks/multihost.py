@@ -38,8 +38,8 @@ def run_once(hosts, profile: Path, rate: str, seconds: float, tmp: Path) -> dict
     for f in (arrivals, diag):
         f.unlink(missing_ok=True)
     hosts.shape(rate)
-    robot = [NodeProcess("sim_camera", domain, tmp, {"fps": 30.0}, profile=udp),
-             NodeProcess("sim_widowx", domain, tmp, {"moving_time": 0.25}, profile=udp),
+    robot = [NodeProcess("sim_world", domain, tmp, {"fps": 30.0, "moving_time": 0.25},
+                         profile=udp),
              NodeProcess("recorder", domain, tmp, profile=udp, command=[
                  sys.executable, str(ROOT / "test" / "record_commands.py"), str(arrivals),
                  "--diagnostics", str(diag)])]
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": str(date.today()), "machine": f"{platform.machine()}, "
-            f"{__import__('os').cpu_count()} CPUs", "camera": "sim_camera 640x480 rgb8 30 Hz",
+            f"{__import__('os').cpu_count()} CPUs", "camera": "sim_world 640x480 rgb8 30 Hz",
             "seconds": a.seconds}
     (out / "multihost.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"Date {meta['date']}, {meta['machine']}, {meta['camera']}, {a.seconds:.0f} s per run.",

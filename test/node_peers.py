@@ -40,14 +40,27 @@ def publish_instruction(probe, text):
     return pub
 
 
+def policy_statuses(probe, since=0.0):
+    """The policy node's DiagnosticStatus entries received after `since` (other nodes, e.g.
+    the simulated world, publish on /diagnostics too)."""
+    return [st for arr in probe.messages("/diagnostics", since) for st in arr.status
+            if st.name.startswith("llada_vla_ros:")]
+
+
 def diagnostics_mention(probe, since, words):
-    """True once a diagnostic received after `since` names the cause."""
-    for arr in probe.messages("/diagnostics", since):
-        for st in arr.status:
-            text = (st.message + " " + " ".join(f"{kv.key}={kv.value}" for kv in st.values)).lower()
-            if all(w.lower() in text for w in words):
-                return True
+    """True once a diagnostic of the policy received after `since` names the cause."""
+    for st in policy_statuses(probe, since):
+        text = (st.message + " " + " ".join(f"{kv.key}={kv.value}" for kv in st.values)).lower()
+        if all(w.lower() in text for w in words):
+            return True
     return False
+
+
+def holding_for(probe, since, words):
+    """True once a diagnostic received after `since` gives the cause as the current hold
+    reason (the status message; `last_refusal` may still name an older cause)."""
+    return any(all(w.lower() in st.message.lower() for w in words)
+               for st in policy_statuses(probe, since))
 
 
 def assert_commands_safe(commands):
@@ -149,16 +162,22 @@ def wait_matched(pub, timeout=10, count=1):
     time.sleep(0.3)
 
 
+def sim_world(domain, tmp, **params):
+    """The simulated world (rendered camera + xs_sdk-like driver) in its own process, with
+    small frames to spare the CPU and the short time profile the node sets anyway."""
+    return NodeProcess("sim_world", domain, tmp, {
+        "width": 160, "height": 120, "fps": 15.0, "moving_time": 0.25, **params})
+
+
 class Graph:
-    """Camera and driver processes, the node process, and this process as operator."""
+    """The simulated world (camera + driver) and the node in their own processes, this
+    process as operator."""
 
     def __init__(self, domain, tmp, node_params=None, driver_params=None, instruction="go",
                  executable="policy_node"):
         self.domain, self.tmp, self.executable = domain, tmp, executable
         self.probe = make_probe(domain)
-        self.camera = NodeProcess("sim_camera", domain, tmp, {"width": 160, "height": 120})
-        self.driver = NodeProcess("sim_widowx", domain, tmp,
-                                  {"moving_time": 0.25, **(driver_params or {})})
+        self.driver = sim_world(domain, tmp, **(driver_params or {}))
         self.node_params = {"execute": True, **(node_params or {})}
         self.node = None
         self.start_node()
@@ -169,13 +188,11 @@ class Graph:
         self.node = NodeProcess(self.executable, self.domain, self.tmp, self.node_params)
         if self.executable == "policy_node":  # a managed node says nothing until configured
             t = time.monotonic()
-            wait_for(lambda: self.probe.messages("/diagnostics", t), 30,
-                     what="the node's diagnostics")
+            wait_for(lambda: policy_statuses(self.probe, t), 30, what="the node's diagnostics")
 
     def restart_driver(self, **params):
         self.driver.stop()
-        self.driver = NodeProcess("sim_widowx", self.domain, self.tmp,
-                                  {"moving_time": 0.25, **params})
+        self.driver = sim_world(self.domain, self.tmp, **params)
 
     def commands(self, since=0.0):
         return [np.asarray(m.cmd, float) for m in self.probe.messages(GROUP, since)]
@@ -185,7 +202,7 @@ class Graph:
         wait_for(lambda: len(self.probe.messages(GROUP, t)) >= 3, timeout, what="commands")
 
     def close(self):
-        for p in (self.node, self.driver, self.camera):
+        for p in (self.node, self.driver):
             if p is not None:
                 p.stop()
         self.probe.close()

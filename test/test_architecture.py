@@ -63,7 +63,7 @@ def test_one_version_and_entry_points_in_one_place():
     assert re.search(r'__version__ = "([^"]+)"', (PKG / "__init__.py").read_text())[1] == xml_version
     scripts = [line.split("=")[0].strip()
                for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines()]
-    assert {"policy_node", "sim_camera", "sim_widowx", "llada-vla-eval",
+    assert {"policy_node", "managed_policy_node", "sim_world", "llada-vla-eval",
             "llada-vla-train", "sim_world", "llada-vla-sim-collect",
             "llada-vla-sim-eval"} <= set(scripts)
 

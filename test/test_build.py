@@ -21,16 +21,19 @@ def test_install_space_has_messages_nodes_launch_and_config():
     p = prefix()
     site = next(p.glob("lib/python3*/site-packages/llada_vla_ros"))
     assert (site / "msg" / "_action_chunk.py").is_file()
+    assert (site / "action" / "_execute_instruction.py").is_file()
     assert list(site.glob("llada_vla_ros_s__rosidl_typesupport_c*.so"))
     assert list(p.glob("lib/libllada_vla_ros__rosidl_typesupport_c.so"))
     assert (site / "policy.py").is_file() and (site / "ros" / "policy_node.py").is_file()
-    for name in ("policy_node", "sim_camera", "sim_widowx", "sim_world", "llada-vla-eval",
+    for name in ("policy_node", "managed_policy_node", "sim_world", "llada-vla-eval",
                  "llada-vla-train", "llada-vla-sim-collect", "llada-vla-sim-eval"):
         exe = p / "lib" / "llada_vla_ros" / name
         assert exe.is_file() and exe.stat().st_mode & stat.S_IXUSR, name
     share = p / "share" / "llada_vla_ros"
     for rel in ("launch/widowx.launch.py", "launch/policy.launch.py", "launch/replay.launch.py",
-                "config/policy.yaml", "config/fastdds.xml", "msg/ActionChunk.msg"):
+                "config/policy.yaml", "config/fastdds.xml", "config/fastdds_lan.xml",
+                "config/fastdds_lossy.xml", "msg/ActionChunk.msg",
+                "action/ExecuteInstruction.action"):
         assert (share / rel).is_file(), rel
 
 

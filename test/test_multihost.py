@@ -1,7 +1,7 @@
 """The policy on another computer: two network namespaces joined by a veth pair, Fast DDS over
-UDP with the shipped LAN profile (config/fastdds_lan.xml). The driver, the camera and a
-driver-side command recorder run on the "robot" host (this namespace), the policy node on
-the "policy" host. Skipped with the reason where network namespaces cannot be made."""
+UDP with the shipped LAN profile (config/fastdds_lan.xml). The simulated world (driver and
+camera) and a driver-side command recorder run on the "robot" host (this namespace), the
+policy node on the "policy" host. Skipped with the reason where network namespaces cannot be made."""
 import json
 import sys
 import time
@@ -61,9 +61,8 @@ def test_commands_never_reach_the_arm_late_after_a_network_outage(hosts, tmp_pat
     from llada_vla_ros.bag import read_bag
     domain, lan = new_domain_id(), udp_only(LAN_PROFILE, tmp_path / "lan_udp.xml")
     arrivals, bag = tmp_path / "arrivals.txt", tmp_path / "node_bag"
-    robot = [NodeProcess("sim_camera", domain, tmp_path, {"width": 160, "height": 120},
-                         profile=lan),
-             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}, profile=lan),
+    robot = [NodeProcess("sim_world", domain, tmp_path, {"width": 160, "height": 120,
+                                                          "moving_time": 0.25}, profile=lan),
              NodeProcess("recorder", domain, tmp_path, profile=lan, command=[
                  sys.executable, str(HERE / "record_commands.py"), str(arrivals)])]
     node = NodeProcess("policy_node", domain, tmp_path, {
@@ -103,8 +102,8 @@ def test_camera_stream_and_control_rate_across_hosts(hosts, tmp_path):
     control rate at the driver (docs/benchmarks.md has the figures per profile and link)."""
     domain, lan = new_domain_id(), udp_only(LAN_PROFILE, tmp_path / "lan_udp.xml")
     arrivals, diag = tmp_path / "arrivals.txt", tmp_path / "diagnostics.json"
-    robot = [NodeProcess("sim_camera", domain, tmp_path, {"fps": 30.0}, profile=lan),
-             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}, profile=lan),
+    robot = [NodeProcess("sim_world", domain, tmp_path, {"fps": 30.0, "moving_time": 0.25},
+                         profile=lan),
              NodeProcess("recorder", domain, tmp_path, profile=lan, command=[
                  sys.executable, str(HERE / "record_commands.py"), str(arrivals),
                  "--diagnostics", str(diag)])]

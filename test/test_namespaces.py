@@ -3,7 +3,7 @@ their outputs never mix, /diagnostics tells them apart, the global estop stops b
 namespaced one only its own arm."""
 import time
 
-from node_peers import make_probe, publisher, wait_matched, write_table
+from node_peers import make_probe, publisher, sim_world, wait_matched, write_table
 from ros_harness import NodeProcess, new_domain_id, require_ros, wait_for
 
 ARMS = {"left": [[0.01, 0, 0, 0, 0, 0, 1.0]] * 5, "right": [[-0.01, 0, 0, 0, 0, 0, 0.0]] * 5}
@@ -19,12 +19,13 @@ def test_two_namespaced_policies_keep_their_outputs_apart(tmp_path):
     from llada_vla_ros.ros import qos
     domain = new_domain_id()
     probe = make_probe(domain)
-    procs = [NodeProcess("sim_camera", domain, tmp_path, {"width": 160, "height": 120})]
-    for arm, table in ARMS.items():
-        procs.append(NodeProcess("sim_widowx", domain, tmp_path,
-                                 {"robot_name": f"{arm}_wx250s", "moving_time": 0.25}))
+    procs = []
+    for arm, table in ARMS.items():  # two worlds, each an arm and a camera of its own
+        camera = f"/{arm}_cam/color/image_raw"
+        procs.append(sim_world(domain, tmp_path, robot_name=f"{arm}_wx250s", image_topic=camera))
         procs.append(NodeProcess("policy_node", domain, tmp_path, namespace=arm, params={
-            "robot_name": f"{arm}_wx250s", "execute": True, "instruction": f"{arm} arm, go",
+            "robot_name": f"{arm}_wx250s", "image_topic": camera, "execute": True,
+            "instruction": f"{arm} arm, go",
             "model_path": write_table(tmp_path / f"{arm}.csv", table)}))
         probe.record(ActionChunk, f"/{arm}/llada_vla/action_chunk")
         probe.record(JointGroupCommand, f"/{arm}_wx250s/commands/joint_group", qos.COMMANDS)

@@ -10,9 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from node_peers import (GROUP, SINGLE, Graph, diagnostics_mention, get_parameter, make_probe,
-                        publish_instruction, publisher, set_parameters, wait_matched,
-                        write_table)
+from node_peers import (GROUP, SINGLE, Graph, diagnostics_mention, get_parameter, holding_for,
+                        make_probe,
+                        publish_instruction, publisher, set_parameters, sim_world,
+                        wait_matched, write_table)
 from ros_harness import NodeProcess, require_ros, new_domain_id, wait_for
 
 JOINT_NAMES = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
@@ -228,8 +229,7 @@ def test_sleep_ramp_stops_on_estop_and_on_a_second_sigint(graph_factory, second)
 def test_signal_in_every_state_exits_0_within_2s(domain, tmp_path, state, sig):
     from std_msgs.msg import Bool
     probe = make_probe(domain)
-    procs = [NodeProcess("sim_camera", domain, tmp_path, {"width": 160, "height": 120}),
-             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25})]
+    procs = [sim_world(domain, tmp_path)]
     params = {"execute": True}
     if state == "sim_time_without_clock":
         params["use_sim_time"] = True  # and nobody publishes /clock (a replay after the bag)
@@ -284,8 +284,7 @@ def slow_checkpoint(tmp_path_factory):
 
 def test_sigint_during_torch_inference_exits_cleanly(domain, tmp_path, slow_checkpoint):
     probe = make_probe(domain)
-    procs = [NodeProcess("sim_camera", domain, tmp_path, {"width": 160, "height": 120}),
-             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25})]
+    procs = [sim_world(domain, tmp_path)]
     # exact decoding (the whole prompt each step, 35 steps): inference is busy nearly always
     node = NodeProcess("policy_node", domain, tmp_path, {
         "execute": True, "model_path": str(slow_checkpoint), "decoding.strategy": "vanilla",
@@ -313,7 +312,8 @@ def test_tracking_error_hold_latches_until_start(graph_factory):
     g.expect_moving()
     # The driver restarts with the arm elsewhere (e.g. moved while it was down)...
     g.restart_driver(initial_joints=[0.5, -0.484, 0.749, 0.0, 0.334, 0.0])
-    wait_for(lambda: diagnostics_mention(g.probe, time.monotonic() - 0.5, ["tracking error"]),
+    t_restart = time.monotonic()
+    wait_for(lambda: holding_for(g.probe, t_restart, ["tracking error"]),
              20, what="the tracking-error hold")
     last = g.commands()[-1]
     # ...then once more with the arm exactly where the node last commanded it.

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from node_peers import (GROUP, SINGLE, Camera, assert_commands_safe, call_trigger,
-                        diagnostics_mention, make_probe, publish_instruction, publisher,
-                        wait_matched, write_table)
+                        diagnostics_mention, holding_for, make_probe, publish_instruction,
+                        policy_statuses, publisher,
+                        sim_world, wait_matched, write_table)
 from ros_harness import NodeProcess, new_domain_id, require_ros, wait_for
 
 
@@ -26,13 +27,12 @@ def runs(signs):
 
 def test_steady_5hz_while_inference_takes_700ms(domain, tmp_path):
     probe = make_probe(domain)
-    driver = NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25})
-    camera = NodeProcess("sim_camera", domain, tmp_path, {"fps": 30.0})
+    world = sim_world(domain, tmp_path, width=320, height=240, fps=30.0)
     node = NodeProcess("policy_node", domain, tmp_path,
                        {"execute": True, "scripted_delay": 0.7})
-    procs = [driver, camera, node]
+    procs = [world, node]
     try:
-        wait_for(lambda: probe.messages("/diagnostics"), 30, what="the node's diagnostics")
+        wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
         publish_instruction(probe, "draw a square")  # a publisher started after the node
         wait_for(lambda: len(probe.messages(GROUP)) >= 3, 30, what="the first commands")
         t0 = time.monotonic()
@@ -43,18 +43,21 @@ def test_steady_5hz_while_inference_takes_700ms(domain, tmp_path):
         chunks = probe.messages("/llada_vla/action_chunk")
         assert all(p.alive() for p in procs), [p.output()[-2000:] for p in procs]
         # the node set the driver's time profile for a 0.2 s period before moving
-        assert "arm time profile: 250 ms" in driver.output()
+        assert "arm time profile: 250 ms" in world.output()
 
-        # the camera process dies mid-run: hold and say why; a new camera brings motion back
+        # the camera (and arm) process dies mid-run: hold and say why; a new one, with the
+        # arm where the node left it, brings motion back
         t_kill = time.monotonic()
-        camera.stop(signal.SIGKILL)
+        world.stop(signal.SIGKILL)
+        last = np.asarray(probe.messages(GROUP)[-1].cmd, float)
         time.sleep(0.8)
         t_quiet = time.monotonic()
         time.sleep(1.5)
         assert probe.messages(GROUP, t_quiet) == []
         assert diagnostics_mention(probe, t_kill, ["stale image"])
         assert node.alive()
-        procs[1] = camera = NodeProcess("sim_camera", domain, tmp_path, {"fps": 30.0})
+        procs[0] = world = sim_world(domain, tmp_path, width=320, height=240, fps=30.0,
+                                     initial_joints=last.tolist())
         t_new = time.monotonic()
         wait_for(lambda: len(probe.messages(GROUP, t_new)) >= 3, 30, what="recovery")
     finally:
@@ -81,11 +84,11 @@ def graph(domain, tmp_path):
     """Driver and node in their own processes; camera, operator and observer here."""
     probe = make_probe(domain)
     camera = Camera(probe)
-    procs = {"driver": NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}),
+    procs = {"driver": sim_world(domain, tmp_path, image_topic="/sim_world/unused", fps=1.0),
              "node": NodeProcess("policy_node", domain, tmp_path,
                                  {"execute": True, "scripted_delay": 0.05,
                                   "safety.max_tracking_error": 0.15})}
-    wait_for(lambda: probe.messages("/diagnostics"), 30, what="the node's diagnostics")
+    wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
     pub = publish_instruction(probe, "move the block")
     g = type("Graph", (), dict(probe=probe, camera=camera, procs=procs, instruction=pub,
                                domain=domain, tmp=tmp_path))
@@ -175,11 +178,12 @@ def test_faults_hold_still_report_and_recover(graph):
     # stale joint states: the driver dies; a new one brings motion back
     g.procs["driver"].stop()
     expect_holding(g, ["stale joint states"])
-    g.procs["driver"] = NodeProcess("sim_widowx", g.domain, g.tmp, {
-        "moving_time": 0.25, "initial_joints": [0.3, -0.484, 0.749, 0.0, 0.334, 0.0]})
+    g.procs["driver"] = sim_world(g.domain, g.tmp, image_topic="/sim_world/unused", fps=1.0,
+                                  initial_joints=[0.3, -0.484, 0.749, 0.0, 0.334, 0.0])
     # The new driver's arm (waist turned 0.3 rad) is not where the node left it: the tracking
     # check holds until the operator restarts motion from the measured pose.
-    wait_for(lambda: diagnostics_mention(g.probe, time.monotonic() - 0.5, ["tracking error"]),
+    t_restart = time.monotonic()
+    wait_for(lambda: holding_for(g.probe, t_restart, ["tracking error"]),
              20, what="the tracking-error hold after the driver restart")
     assert call_trigger(g.probe, "start").success
     expect_moving(g, timeout=30)
@@ -188,19 +192,18 @@ def test_faults_hold_still_report_and_recover(graph):
 
 def run_scripted(domain, tmp_path, table_spec, seconds, params=None):
     probe = make_probe(domain)
-    camera = NodeProcess("sim_camera", domain, tmp_path, {"width": 320, "height": 240})
-    driver = NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25})
+    world = sim_world(domain, tmp_path, width=320, height=240)
     node = NodeProcess("policy_node", domain, tmp_path,
                        {"execute": True, "model_path": table_spec, **(params or {})})
     try:
-        wait_for(lambda: probe.messages("/diagnostics"), 30, what="the node's diagnostics")
+        wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
         publish_instruction(probe, "go")
         wait_for(lambda: probe.messages("/llada_vla/action_chunk"), 30, what="a chunk")
         time.sleep(seconds)
         assert node.alive(), node.output()[-3000:]
         return probe.messages(GROUP), probe
     finally:
-        for p in (node, driver, camera):
+        for p in (node, world):
             p.stop()
         probe.close()
 
@@ -244,13 +247,12 @@ def test_node_runs_the_tiny_llada_vla_model(domain, tmp_path, tiny_checkpoint):
     from llada_vla_ros.action_tokenizer import ActionTokenizer
 
     probe = make_probe(domain)
-    procs = [NodeProcess("sim_camera", domain, tmp_path, {"width": 320, "height": 240}),
-             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}),
+    procs = [sim_world(domain, tmp_path, width=320, height=240),
              NodeProcess("policy_node", domain, tmp_path,
                          {"execute": True, "model_path": str(tiny_checkpoint),
                           "decoding.strategy": "hierarchical"})]
     try:
-        wait_for(lambda: probe.messages("/diagnostics"), 60, what="the node's diagnostics")
+        wait_for(lambda: policy_statuses(probe), 60, what="the node's diagnostics")
         publish_instruction(probe, "pick up the red block")
         wait_for(lambda: len(probe.messages("/llada_vla/action_chunk")) >= 3, 60,
                  what="three chunks decoded by the tiny model")
@@ -276,12 +278,11 @@ def test_shutdown_ramps_to_sleep_pose_within_the_speed_limit(domain, tmp_path):
     from llada_vla_ros import kinematics
 
     probe = make_probe(domain)
-    camera = NodeProcess("sim_camera", domain, tmp_path, {"width": 320, "height": 240})
-    driver = NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25})
+    world = sim_world(domain, tmp_path, width=320, height=240)
     node = NodeProcess("policy_node", domain, tmp_path,
                        {"execute": True, "sleep_on_shutdown": True})
     try:
-        wait_for(lambda: probe.messages("/diagnostics"), 30, what="the node's diagnostics")
+        wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
         publish_instruction(probe, "go")
         wait_for(lambda: len(probe.messages(GROUP)) >= 5, 30, what="commands")
         t_stop = time.monotonic()
@@ -290,7 +291,7 @@ def test_shutdown_ramps_to_sleep_pose_within_the_speed_limit(domain, tmp_path):
         ramp = [np.asarray(m.cmd, float) for m in probe.messages(GROUP, t_stop)]
         before = np.asarray(probe.messages(GROUP)[-len(ramp) - 1].cmd, float)
     finally:
-        for p in (driver, camera):
+        for p in (world,):
             p.stop()
         probe.close()
     assert len(ramp) >= 3, "no ramp to the sleep pose"
@@ -322,12 +323,11 @@ def test_malformed_configuration_exits_with_the_cause(domain, tmp_path, params, 
 
 def test_missing_checkpoint_holds_and_reports(domain, tmp_path):
     probe = make_probe(domain)
-    procs = [NodeProcess("sim_camera", domain, tmp_path, {"width": 320, "height": 240}),
-             NodeProcess("sim_widowx", domain, tmp_path, {"moving_time": 0.25}),
+    procs = [sim_world(domain, tmp_path, width=320, height=240),
              NodeProcess("policy_node", domain, tmp_path,
                          {"execute": True, "model_path": str(tmp_path / "no_such_ckpt")})]
     try:
-        wait_for(lambda: probe.messages("/diagnostics"), 30, what="the node's diagnostics")
+        wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
         publish_instruction(probe, "go")
         t0 = time.monotonic()
         time.sleep(2.5)
@@ -335,7 +335,7 @@ def test_missing_checkpoint_holds_and_reports(domain, tmp_path):
         assert diagnostics_mention(probe, t0, ["policy not loaded", "checkpoint directory not found",
                                                "no_such_ckpt"])
         from diagnostic_msgs.msg import DiagnosticStatus
-        assert probe.messages("/diagnostics", t0)[-1].status[0].level == DiagnosticStatus.ERROR
+        assert policy_statuses(probe, t0)[-1].level == DiagnosticStatus.ERROR
         assert procs[2].alive()
     finally:
         for p in reversed(procs):

@@ -31,7 +31,7 @@ def node_command(name: str, params: dict | None = None, args: list | None = None
     return cmd
 
 
-def start_node(name: str, params: dict, env: dict, log) -> "subprocess.Popen":
+def start_node(name: str, params: dict, env: dict, log):
     """A package node as a process of its own (new session), output to the file ``log``."""
     import subprocess
 

@@ -20,6 +20,8 @@ state for the scripted expert policy (``model_path: expert:<file>``) is written.
 """
 from __future__ import annotations
 
+from llada_vla_ros.ros import signals  # noqa: F401 - first: Ctrl-C while starting
+
 import json
 import os
 import threading
@@ -294,7 +296,8 @@ class SimWorld(Node):
             f.write(world_state(self.world, self.episode).to_json())
         os.replace(tmp, self.state_file)
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
+        """spin.run's last call: stop the camera thread (it owns the GL context)."""
         self.running = False
         self.camera.join(timeout=2.0)
 
