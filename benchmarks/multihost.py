@@ -26,26 +26,34 @@ import netns  # noqa: E402
 from ros_harness import NodeProcess, new_domain_id, wait_for  # noqa: E402
 from test_multihost import read_arrivals, udp_only  # noqa: E402
 
-PROFILES = {"fastdds.xml (same host, default)": "fastdds.xml",
+PROFILES = {"fastdds.xml": "fastdds.xml",
             "fastdds_lan.xml": "fastdds_lan.xml", "fastdds_lossy.xml": "fastdds_lossy.xml"}
 LINKS = {"unlimited veth": "", "100 Mbit/s (tbf)": "100mbit", "30 Mbit/s (tbf)": "30mbit"}
+# (profile, link, image transport) runs: every profile with raw frames on every link, and
+# compressed frames (JPEG quality 80) on the slow links with the profiles meant for them.
+RUNS = [(p, link, "raw") for p in PROFILES for link in LINKS] + [
+    (p, link, "compressed") for p in ("fastdds_lan.xml", "fastdds_lossy.xml")
+    for link in LINKS]
 
 
-def run_once(hosts, profile: Path, rate: str, seconds: float, tmp: Path) -> dict:
+def run_once(hosts, profile: Path, rate: str, transport: str, seconds: float,
+             tmp: Path) -> dict:
     domain = new_domain_id()
     udp = udp_only(profile, tmp / f"{profile.stem}_udp.xml")
     arrivals, diag = tmp / "arrivals.txt", tmp / "diagnostics.json"
     for f in (arrivals, diag):
         f.unlink(missing_ok=True)
     hosts.shape(rate)
-    robot = [NodeProcess("sim_world", domain, tmp, {"fps": 30.0, "moving_time": 0.25},
-                         profile=udp),
+    world = {"fps": 30.0, "moving_time": 0.25}
+    if transport == "compressed":
+        world["jpeg_quality"] = 80
+    robot = [NodeProcess("sim_world", domain, tmp, world, profile=udp),
              NodeProcess("recorder", domain, tmp, profile=udp, command=[
                  sys.executable, str(ROOT / "test" / "record_commands.py"), str(arrivals),
                  "--diagnostics", str(diag)])]
-    node = NodeProcess("policy_node", domain, tmp, {"execute": True, "instruction": "go",
-                                                     "max_image_age": 2.0},
-                       netns=hosts.ns, profile=udp)
+    node = NodeProcess("policy_node", domain, tmp, {
+        "execute": True, "instruction": "go", "max_image_age": 2.0,
+        "image_transport": transport}, netns=hosts.ns, profile=udp)
     try:
         try:
             wait_for(lambda: diag.exists(), 60, what="diagnostics across the link")
@@ -83,12 +91,12 @@ def main(argv=None) -> int:
     hosts = netns.TwoHosts()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for label, name in PROFILES.items():
-                for link, rate in LINKS.items():
-                    r = run_once(hosts, ROOT / "config" / name, rate, a.seconds, Path(tmp))
-                    r.update(profile=label, link=link)
-                    print(json.dumps(r), flush=True)
-                    rows.append(r)
+            for label, link, transport in RUNS:
+                r = run_once(hosts, ROOT / "config" / PROFILES[label], LINKS[link], transport,
+                             a.seconds, Path(tmp))
+                r.update(profile=label, link=link, transport=transport)
+                print(json.dumps(r), flush=True)
+                rows.append(r)
     finally:
         hosts.close()
     out = Path(a.out_dir)
@@ -98,14 +106,16 @@ def main(argv=None) -> int:
             "seconds": a.seconds}
     (out / "multihost.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"Date {meta['date']}, {meta['machine']}, {meta['camera']}, {a.seconds:.0f} s per run.",
-             "", "| profile | link | frames/s at the policy | image latency ms (median) | "
-             "commands/s at the driver | holding |", "|---|---|---:|---:|---:|---|"]
+             "", "| profile | link | images | frames/s at the policy | image latency ms "
+             "(median) | commands/s at the driver | holding |", "|---|---|---|---:|---:|---:|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['profile']} | {r['link']} | - | - | - | {r['error']} |")
+            lines.append(f"| {r['profile']} | {r['link']} | {r['transport']} | - | - | - | "
+                         f"{r['error']} |")
             continue
         lat = f"{r['image_latency_ms']:.1f}" if r["image_latency_ms"] is not None else "-"
-        lines.append(f"| {r['profile']} | {r['link']} | {r['frames_per_s']:.1f} | {lat} | "
+        lines.append(f"| {r['profile']} | {r['link']} | {r['transport']} | "
+                     f"{r['frames_per_s']:.1f} | {lat} | "
                      f"{r['commands_per_s']:.2f} | {r['hold_reason'] or '-'} |")
     (out / "multihost.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -25,6 +25,7 @@ STRING_PARAMETERS = {
     'instruction': 'instruction',
     'robot_name': 'robot_name',
     'image_topic': 'image_topic',
+    'image_transport': 'image_transport',
     'instruction_topic': 'instruction_topic',
     'record_to': 'record_to',
     'record_storage': 'record_storage',
@@ -57,15 +58,33 @@ def launch_setup(context):
         if arg(name):
             overrides[parameter] = as_bool(arg(name))
     params_file = arg('params_file') or default_params_file()
-    return [Node(
-        package=PACKAGE,
-        executable='policy_node',
-        namespace=arg('namespace'),
-        parameters=[params_file, overrides],
-        arguments=['--ros-args', '--log-level', arg('log_level')],
-        output='screen',
-        emulate_tty=True,
-    )]
+    common = dict(package=PACKAGE, namespace=arg('namespace'),
+                  parameters=[params_file, overrides],
+                  arguments=['--ros-args', '--log-level', arg('log_level')],
+                  output='screen', emulate_tty=True)
+    if not as_bool(arg('managed')):
+        return [Node(executable='policy_node', **common)]
+    # The managed (lifecycle) node; autostart configures it, then activates it once
+    # configured (as a lifecycle manager would; a failed configure leaves it unconfigured).
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.events import matches_action
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    node = LifecycleNode(executable='managed_policy_node', name='llada_vla_policy', **common)
+    if not as_bool(arg('autostart')):
+        return [node]
+
+    def change(transition):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition))
+    return [node,
+            RegisterEventHandler(OnStateTransition(
+                target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
+                entities=[change(Transition.TRANSITION_ACTIVATE)])),
+            change(Transition.TRANSITION_CONFIGURE)]
 
 
 def generate_launch_description():
@@ -73,6 +92,13 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'namespace', default_value='',
             description='Namespace of the policy node: its outputs and a per-arm estop follow it (inputs are parameters)'),
+        DeclareLaunchArgument(
+            'managed', default_value='false',
+            description='true = the managed (lifecycle) node managed_policy_node'),
+        DeclareLaunchArgument(
+            'autostart', default_value='true',
+            description='managed:=true: configure, then activate, at launch (false = leave '
+                        'the transitions to a lifecycle manager)'),
         DeclareLaunchArgument(
             'params_file', default_value='',
             description='Parameter YAML; empty = the package config/policy.yaml'),
@@ -98,6 +124,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'image_topic', default_value='',
             description='Camera color topic; empty = params file'),
+        DeclareLaunchArgument(
+            'image_transport', default_value='',
+            description='raw or compressed (CompressedImage on <image_topic>/compressed); '
+                        'empty = params file (raw)'),
         DeclareLaunchArgument(
             'instruction_topic', default_value='',
             description='Instruction topic (std_msgs/String); empty = params file'),

@@ -68,7 +68,8 @@ def launch_setup(context):
     play_cmd = ['ros2', 'bag', 'play', bag, '--rate', arg('rate')]
     if as_bool(use_sim_time):
         play_cmd += ['--clock', '100']
-    play_cmd += ['--topics', image_topic, instruction_topic,
+    play_cmd += ['--topics', topics.image_transport_topic(image_topic, arg('image_transport'))[0],
+                 instruction_topic,
                  topics.robot_topic(robot_name, topics.JOINT_STATES)]
     on_exit = None  # an empty list crashes launch's OnProcessExit when the player exits
     if as_bool(arg('shutdown_when_done')):
@@ -99,6 +100,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'image_topic', default_value=topics.IMAGE,
             description='Image topic in the bag'),
+        DeclareLaunchArgument(
+            'image_transport', default_value='raw',
+            description='raw, or compressed: the bag holds CompressedImage on '
+                        '<image_topic>/compressed'),
         DeclareLaunchArgument(
             'instruction_topic', default_value=topics.INSTRUCTION,
             description='Instruction topic in the bag'),

@@ -46,9 +46,12 @@ def launch_setup(context):
     instruction = arg('instruction')
     if sim:
         task = get_task(arg('task'))  # an unknown task fails here, naming the choices
+        world = {'robot_name': robot_name, 'image_topic': image_topic, 'task': task.name,
+                 'seed': int(arg('seed'))}
+        if arg('image_transport') == 'compressed':
+            world['jpeg_quality'] = 85  # also JPEG on <image_topic>/compressed
         actions.append(Node(package=PACKAGE, executable='sim_world', output='screen',
-                            parameters=[{'robot_name': robot_name, 'image_topic': image_topic,
-                                         'task': task.name, 'seed': int(arg('seed'))}]))
+                            parameters=[world]))
         instruction = instruction or task.instruction
     if as_bool(arg('camera')) and not sim:
         profile = arg('color_profile')
@@ -81,7 +84,8 @@ def launch_setup(context):
             PythonLaunchDescriptionSource(os.path.join(here, 'policy.launch.py')),
             launch_arguments=policy_launch_arguments(
                 arg, execute=arg('execute'), robot_name=robot_name, image_topic=image_topic,
-                instruction_topic=topics.INSTRUCTION, instruction=instruction)))
+                instruction_topic=topics.INSTRUCTION, instruction=instruction,
+                managed=arg('managed'), autostart=arg('autostart'))))
 
     if as_bool(arg('record')):
         require_rosbag2(arg('bag_storage'), 'record:=true',
@@ -89,7 +93,8 @@ def launch_setup(context):
         bag_dir = os.path.expanduser(arg('bag_dir'))
         os.makedirs(bag_dir, exist_ok=True)
         bag = os.path.join(bag_dir, time.strftime('llada_vla_%Y%m%d_%H%M%S'))
-        recorded = list(topics.recorded_topics(robot_name, image_topic, topics.INSTRUCTION))
+        recorded = list(topics.recorded_topics(robot_name, image_topic, topics.INSTRUCTION,
+                                               image_transport=arg('image_transport') or 'raw'))
         # A trial must not go on unrecorded: the launch ends when the recorder does.
         actions.append(ExecuteProcess(
             cmd=['ros2', 'bag', 'record', '-o', bag, '-s', arg('bag_storage')] + recorded,
@@ -122,6 +127,12 @@ def generate_launch_description():
             description='Start the policy node; false = drivers (+ recorder) only, e.g. to '
                         'record demonstrations'),
         DeclareLaunchArgument(
+            'managed', default_value='false',
+            description='true = the managed (lifecycle) policy node managed_policy_node'),
+        DeclareLaunchArgument(
+            'autostart', default_value='true',
+            description='managed:=true: configure, then activate, at launch'),
+        DeclareLaunchArgument(
             'record', default_value='false',
             description='Record camera, instruction, joints, commands and policy outputs'),
         # --- camera
@@ -144,6 +155,11 @@ def generate_launch_description():
             'image_topic', default_value='',
             description='Image topic of the policy; empty = '
                         '/<camera_namespace>/<camera_name>/color/image_raw'),
+        DeclareLaunchArgument(
+            'image_transport', default_value='raw',
+            description='raw, or compressed: the policy (and the recorder) take JPEG/PNG '
+                        'CompressedImage on <image_topic>/compressed (needs '
+                        'image_transport_plugins on the camera side)'),
         # --- arm
         DeclareLaunchArgument(
             'robot_model', default_value='wx250s',

@@ -203,6 +203,20 @@ def compressed_msg_to_rgb(msg) -> np.ndarray:
     return compressed_to_rgb(msg.format, msg.data)
 
 
+def rgb_to_compressed_fields(rgb: np.ndarray, codec: str = "jpeg", quality: int = 85) -> dict:
+    """For simulators: the CompressedImage fields image_transport's compressed publisher
+    gives an rgb8 image (``format`` "rgb8; jpeg compressed bgr8", the encoded ``data``)."""
+    import io
+
+    from PIL import Image
+    if codec not in COMPRESSED_CODECS:
+        raise ImageConversionError(f"unsupported codec '{codec}' (jpeg or png)")
+    buf = io.BytesIO()
+    options = {"quality": int(quality)} if COMPRESSED_CODECS[codec] == "JPEG" else {}
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, COMPRESSED_CODECS[codec], **options)
+    return {"format": f"rgb8; {codec} compressed bgr8", "data": buf.getvalue()}
+
+
 def rgb_to_image_fields(rgb: np.ndarray, encoding: str = "rgb8", pad: int = 0) -> dict:
     """Inverse, for simulators and tests: the Image fields of an HxWx3 RGB array."""
     if encoding not in ENCODINGS:

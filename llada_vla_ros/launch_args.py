@@ -14,7 +14,7 @@ def as_bool(text: str) -> bool:
 
 # Arguments of policy.launch.py that widowx.launch.py and replay.launch.py pass through as is.
 POLICY_PASSTHROUGH = ("params_file", "model_path", "device", "decoding_strategy", "instruction",
-                      "log_level")
+                      "image_transport", "log_level")
 
 
 def policy_launch_arguments(arg, **fixed) -> list:

@@ -67,12 +67,24 @@ def camera_image_topic(camera_namespace: str = CAMERA_NAMESPACE,
     return "/" + "/".join(parts + [COLOR_IMAGE])
 
 
+def image_transport_topic(image_topic: str, transport: str = "raw") -> tuple:
+    """(topic, message type) of a camera stream under an image_transport transport: the
+    raw Image on ``image_topic``, or CompressedImage on ``<image_topic>/compressed``."""
+    if transport == "compressed":
+        return f"{image_topic.rstrip('/')}/compressed", COMPRESSED_IMAGE_TYPE
+    if transport == "raw":
+        return image_topic, IMAGE_TYPE
+    raise ValueError(f"image_transport must be raw or compressed, got {transport!r}")
+
+
 def recorded_topics(robot_name: str = ROBOT_NAME, image_topic: str = IMAGE,
-                    instruction_topic: str = INSTRUCTION, namespace: str = "") -> dict:
+                    instruction_topic: str = INSTRUCTION, namespace: str = "",
+                    image_transport: str = "raw") -> dict:
     """Topic -> message type of everything worth recording on the robot (the policy's own
-    outputs in its ``namespace``)."""
+    outputs in its ``namespace``; the camera under its ``image_transport``)."""
+    image = image_transport_topic(image_topic, image_transport)
     return {
-        image_topic: IMAGE_TYPE,
+        image[0]: image[1],
         instruction_topic: INSTRUCTION_TYPE,
         robot_topic(robot_name, JOINT_STATES): JOINT_STATES_TYPE,
         robot_topic(robot_name, JOINT_GROUP_COMMAND): JOINT_GROUP_COMMAND_TYPE,

@@ -44,7 +44,7 @@ def policy_statuses(probe, since=0.0):
     """The policy node's DiagnosticStatus entries received after `since` (other nodes, e.g.
     the simulated world, publish on /diagnostics too)."""
     return [st for arr in probe.messages("/diagnostics", since) for st in arr.status
-            if st.name.startswith("llada_vla_ros:")]
+            if "llada_vla_policy" in st.name]
 
 
 def diagnostics_mention(probe, since, words):

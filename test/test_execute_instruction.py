@@ -140,6 +140,36 @@ def test_cancel_estop_and_preemption_stop_or_hand_over_motion(graph):
     assert quiet_after(g, t_estop)
 
 
+def test_goal_in_the_simulated_world_succeeds_when_the_task_is_done(tmp_path):
+    """A behaviour tree's view: goal "put carrot on plate" to the real node driving the
+    simulated world (the scripted expert as the policy); the world's success signal ends the
+    goal SUCCEEDED. After a world reset, a goal that cannot be done in time ends TIMED_OUT."""
+    require_ros()
+    from node_peers import make_probe, sim_world
+    from ros_harness import NodeProcess
+    domain, state = new_domain_id(), tmp_path / "expert_state.json"
+    probe = make_probe(domain)
+    procs = [sim_world(domain, tmp_path, task="carrot", seed=3, width=224, height=224,
+                       expert_state_file=str(state)),
+             NodeProcess("policy_node", domain, tmp_path, {
+                 "model_path": f"expert:{state}", "success_topic": "/sim_world/success"})]
+    try:
+        client = Client(probe)
+        result = client.result(client.send("put carrot on plate", timeout_s=40.0), timeout=60)
+        assert result.outcome == client.Result.SUCCEEDED, result
+        assert 10 <= result.steps <= 60 and "success" in result.reason
+        from node_peers import call_trigger
+        assert call_trigger(probe, "reset", node="/sim_world").success  # a new episode
+        time.sleep(1.0)
+        result = client.result(client.send("put carrot on plate", timeout_s=1.5))
+        assert result.outcome == client.Result.TIMED_OUT, result  # not done in 1.5 s
+        assert result.steps >= 3  # it moved: the start re-anchored on the reset arm
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        probe.close()
+
+
 # --- the managed node --------------------------------------------------------------------
 
 class Lifecycle:

@@ -27,12 +27,15 @@ HUMBLE_API = {
     "launch": {"LaunchDescription", "LaunchContext"},
     "launch.actions": {"DeclareLaunchArgument", "ExecuteProcess", "IncludeLaunchDescription",
                        "OpaqueFunction", "Shutdown", "TimerAction", "GroupAction", "LogInfo",
-                       "RegisterEventHandler", "SetEnvironmentVariable"},
+                       "RegisterEventHandler", "SetEnvironmentVariable", "EmitEvent"},
+    "launch.events": {"matches_action"},
     "launch.conditions": {"IfCondition", "UnlessCondition"},
     "launch.launch_description_sources": {"PythonLaunchDescriptionSource"},
     "launch.substitutions": {"LaunchConfiguration", "PathJoinSubstitution", "TextSubstitution",
                              "PythonExpression"},
-    "launch_ros.actions": {"Node", "PushRosNamespace"},
+    "launch_ros.actions": {"Node", "PushRosNamespace", "LifecycleNode"},
+    "launch_ros.event_handlers": {"OnStateTransition"},
+    "launch_ros.events.lifecycle": {"ChangeState"},
     "launch_ros.parameter_descriptions": {"ParameterValue", "ParameterFile"},
     "launch_ros.substitutions": {"FindPackageShare"},
 }
@@ -247,6 +250,18 @@ def install_stubs(monkeypatch):
         "launch_ros.parameter_descriptions": {"ParameterValue": stub("ParameterValue",
                                                                      {"value_type"})},
     }
+    modules["launch.actions"].update(
+        EmitEvent=stub("EmitEvent", {"event"}),
+        RegisterEventHandler=stub("RegisterEventHandler", {"event_handler"}))
+    modules["launch.events"] = {"matches_action": lambda action: ("matches", action)}
+    modules["launch_ros.actions"]["LifecycleNode"] = stub("LifecycleNode", {
+        "package", "executable", "name", "namespace", "parameters", "remappings",
+        "arguments", "output", "emulate_tty", "condition"})
+    modules["launch_ros.event_handlers"] = {"OnStateTransition": stub("OnStateTransition", {
+        "target_lifecycle_node", "start_state", "goal_state", "entities"})}
+    modules["launch_ros.events"] = {}
+    modules["launch_ros.events.lifecycle"] = {"ChangeState": stub("ChangeState", {
+        "lifecycle_node_matcher", "transition_id"})}
     for name, attrs in modules.items():
         monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
 
@@ -309,7 +324,8 @@ def test_widowx_sim_with_recorder(monkeypatch, tmp_path):
     params = parameter_overrides(policy_node_from_include(include, monkeypatch))
     assert params == {"image_topic": "/cam/d435/color/image_raw", "robot_name": "wx250s",
                       "instruction": "pick up the cup",
-                      "instruction_topic": topics.INSTRUCTION, "execute": False}
+                      "instruction_topic": topics.INSTRUCTION, "execute": False,
+                      "image_transport": "raw"}
     [record] = of_type(actions, "ExecuteProcess")
     cmd = record.kwargs["cmd"]
     assert cmd[:3] == ["ros2", "bag", "record"] and cmd[5:7] == ["-s", "mcap"]
@@ -438,3 +454,51 @@ def test_replay_refused_without_rosbag2_or_metadata(monkeypatch, tmp_path):
     crashed.mkdir()
     with pytest.raises(RuntimeError, match=f"no metadata.yaml .*ros2 bag reindex {crashed}"):
         run_setup("replay.launch.py", monkeypatch, bag=str(crashed))
+
+
+def test_policy_managed_with_and_without_autostart(monkeypatch):
+    from lifecycle_msgs.msg import Transition
+    actions = run_setup("policy.launch.py", monkeypatch, managed="true", namespace="left")
+    [node] = of_type(actions, "LifecycleNode")
+    assert node.kwargs["executable"] == "managed_policy_node"
+    assert node.kwargs["name"] == "llada_vla_policy" and node.kwargs["namespace"] == "left"
+    [configure] = of_type(actions, "EmitEvent")
+    assert configure.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_CONFIGURE
+    assert configure.kwargs["event"].kwargs["lifecycle_node_matcher"] == ("matches", node)
+    [handler] = of_type(actions, "RegisterEventHandler")
+    on = handler.args[0].kwargs
+    # activate once configured, and only then (not after a later deactivate)
+    assert (on["target_lifecycle_node"], on["start_state"], on["goal_state"]) == \
+        (node, "configuring", "inactive")
+    [activate] = on["entities"]
+    assert activate.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE
+    actions = run_setup("policy.launch.py", monkeypatch, managed="true", autostart="false")
+    assert [type(a).__name__ for a in actions] == ["LifecycleNode"]  # a manager's job
+    [plain] = run_setup("policy.launch.py", monkeypatch)
+    assert type(plain).__name__ == "Node" and plain.kwargs["executable"] == "policy_node"
+
+
+def test_compressed_image_transport_reaches_node_recorder_simulator_and_replay(monkeypatch,
+                                                                             tmp_path):
+    fake_ament_prefix(monkeypatch, tmp_path, *ROSBAG2)
+    actions = run_setup("widowx.launch.py", monkeypatch, sim="true", record="true",
+                        image_transport="compressed", bag_dir=str(tmp_path), managed="true")
+    [world] = of_type(actions, "Node")
+    assert world.kwargs["parameters"][0]["jpeg_quality"] > 0
+    [include] = of_type(actions, "IncludeLaunchDescription")
+    launched = run_setup("policy.launch.py", monkeypatch,
+                         **dict(include.kwargs["launch_arguments"]))
+    [node] = of_type(launched, "LifecycleNode")  # managed passes through
+    assert parameter_overrides(node)["image_transport"] == "compressed"
+    [record] = of_type(actions, "ExecuteProcess")
+    assert topics.IMAGE + "/compressed" in record.kwargs["cmd"]
+    assert topics.IMAGE not in record.kwargs["cmd"]
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "metadata.yaml").write_text(
+        "rosbag2_bagfile_information:\n  storage_identifier: sqlite3\n")
+    actions = run_setup("replay.launch.py", monkeypatch, bag=str(bag),
+                        image_transport="compressed")
+    [timer] = of_type(actions, "TimerAction")
+    [play] = timer.kwargs["actions"]
+    assert topics.IMAGE + "/compressed" in play.kwargs["cmd"]

@@ -325,3 +325,26 @@ def test_tracking_error_hold_latches_until_start(graph_factory):
     assert diagnostics_mention(g.probe, t - 1.0, ["tracking error"])
     assert call_trigger(g.probe, "start").success
     g.expect_moving()
+
+
+# --- images as users stream them (issue 13) --------------------------------------------------
+
+def test_compressed_image_transport(graph_factory):
+    """image_transport:=compressed: JPEG frames on <image_topic>/compressed (what a slow link
+    to a GPU machine needs); a corrupt frame is refused by name, good ones keep it moving."""
+    from sensor_msgs.msg import CompressedImage
+
+    from node_peers import IMAGE
+    g = graph_factory(node_params={"image_transport": "compressed"},
+                      driver_params={"jpeg_quality": 80})
+    g.expect_moving()
+    pub = publisher(g.probe, CompressedImage, IMAGE + "/compressed", "best_effort")
+    wait_matched(pub)
+    t0 = time.monotonic()
+    for _ in range(5):
+        pub.publish(CompressedImage(format="rgb8; jpeg compressed bgr8", data=b"not a jpeg"))
+        time.sleep(0.05)
+    wait_for(lambda: diagnostics_mention(g.probe, t0, ["image refused", "jpeg"]), 5,
+             what="the refusal of the corrupt frame")
+    g.expect_moving()
+    assert g.node.alive() and "Traceback" not in g.node.output()

@@ -46,6 +46,8 @@ PARAMETERS: Dict[str, Param] = {
     # --- topics
     "robot_name": Param(topics.ROBOT_NAME, "namespace of the Interbotix driver"),
     "image_topic": Param(topics.IMAGE, "camera color topic (sensor_msgs/Image)"),
+    "image_transport": Param("raw", "raw (Image on image_topic) or compressed (JPEG/PNG "
+                             "CompressedImage on image_topic/compressed)"),
     "instruction_topic": Param(topics.INSTRUCTION, "instruction topic (std_msgs/String)"),
     "estop_topic": Param(topics.ESTOP, "estop topic (std_msgs/Bool), any QoS"),
     "success_topic": Param("", "std_msgs/Bool that ends an ExecuteInstruction goal as "
@@ -162,5 +164,6 @@ def validate(values: Dict[str, Any]) -> Settings:
     if not (math.isfinite(v["scripted_delay"]) and v["scripted_delay"] >= 0):
         raise ValueError(f"scripted_delay must be >= 0, got {v['scripted_delay']}")
     ChunkExecutor(v["execution_mode"], v["actions_per_chunk"], v["ensemble_decay"])  # raises
+    topics.image_transport_topic(v["image_topic"], v["image_transport"])  # raises
     limits = SafetyLimits(**{k.split(".", 1)[1]: v[k] for k in v if k.startswith("safety.")})
     return Settings(values=v, limits=limits, period=1.0 / v["control_hz"])

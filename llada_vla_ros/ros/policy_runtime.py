@@ -28,7 +28,7 @@ from rclpy.publisher import Publisher
 from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
@@ -36,7 +36,7 @@ from llada_vla_ros import kinematics, topics
 from llada_vla_ros.control import ControlLoop, parameters
 from llada_vla_ros.control.loop import WAITING
 from llada_vla_ros.execution import ChunkExecutor
-from llada_vla_ros.images import ImageConversionError, image_msg_to_rgb
+from llada_vla_ros.images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from llada_vla_ros.msg import ActionChunk as ActionChunkMsg
 from llada_vla_ros.policy import MAX_INSTRUCTION_BYTES, PolicyInputError, load_policy
 from llada_vla_ros.ros import qos
@@ -113,7 +113,11 @@ class PolicyRuntime:
         self.pub_pose = pub(PoseStamped, topics.relative(topics.TARGET_POSE), 10)
         self.pub_diag = pub(DiagnosticArray, topics.DIAGNOSTICS, 10)
         sub = self._subscription
-        sub(Image, s["image_topic"], self.on_image, qos.IMAGE_SUB)
+        image_topic, _ = topics.image_transport_topic(s["image_topic"], s["image_transport"])
+        if s["image_transport"] == "compressed":
+            sub(CompressedImage, image_topic, self.on_compressed_image, qos.IMAGE_SUB)
+        else:
+            sub(Image, image_topic, self.on_image, qos.IMAGE_SUB)
         # The estop: estop_topic (global by default: one estop stops every arm) and, under
         # a namespace, also <namespace>/llada_vla/estop for this arm alone.
         estops = [s["estop_topic"]]
@@ -274,8 +278,15 @@ class PolicyRuntime:
     # ---------------------------------------------------------------- callbacks
     @guarded("image")
     def on_image(self, msg: Image) -> None:
+        self._use_image(image_msg_to_rgb, msg)
+
+    @guarded("compressed image")
+    def on_compressed_image(self, msg: CompressedImage) -> None:
+        self._use_image(compressed_msg_to_rgb, msg)
+
+    def _use_image(self, convert, msg) -> None:
         try:
-            rgb = image_msg_to_rgb(msg)
+            rgb = convert(msg)
         except ImageConversionError as err:
             self._refuse(f"image refused: {err}", image=True)
             return

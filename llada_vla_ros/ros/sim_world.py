@@ -1,7 +1,8 @@
 """sim_world: the simulated tabletop (``sim.World``) behind the real drivers' interfaces.
 
 Camera (like realsense2_camera): the rendered Bridge view on the color topic, rgb8 (or
-``encoding``), the driver's QoS and frame id, ``width`` x ``height`` at ``fps`` (a thread of its own: the GL
+``encoding``; with ``jpeg_quality`` > 0 also JPEG on <topic>/compressed, as image_transport
+does), the driver's QoS and frame id, ``width`` x ``height`` at ``fps`` (a thread of its own: the GL
 context belongs to it, and drawing never blocks the joint states).
 
 Arm (like interbotix xs_sdk in /<robot_name>): commands/joint_group (JointGroupCommand
@@ -15,7 +16,8 @@ Episodes: parameters ``task``, ``seed``, ``layout``, ``initial_joints`` (empty: 
 ``~/reset`` (std_srvs/Trigger) lays out a new episode: the ``seed`` parameter when it was
 changed since the last episode, else the last seed + 1. The outcome (steps since the first
 arm command at 5 Hz, success, grasp, done) is published on ``~/episode`` (std_msgs/String,
-JSON, latched) and in /diagnostics. ``expert_state_file`` (optional): where the privileged
+JSON, latched), on ``~/success`` (std_msgs/Bool, latched: the policy's ``success_topic`` for
+ExecuteInstruction goals) and in /diagnostics. ``expert_state_file`` (optional): where the privileged
 state for the scripted expert policy (``model_path: expert:<file>``) is written.
 """
 from __future__ import annotations
@@ -35,12 +37,12 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from llada_vla_ros import kinematics, topics
-from llada_vla_ros.images import ENCODINGS, rgb_to_image_fields
+from llada_vla_ros.images import ENCODINGS, rgb_to_compressed_fields, rgb_to_image_fields
 from llada_vla_ros.ros import qos
 from llada_vla_ros.ros.spin import run
 from llada_vla_ros.sim.expert import world_state
@@ -61,6 +63,7 @@ PARAMETERS = {
     "width": 640,
     "height": 480,
     "fps": 30.0,
+    "jpeg_quality": 0,    # > 0: also publish <image_topic>/compressed (JPEG), as image_transport does
     "expert_state_file": "",
 }
 
@@ -102,7 +105,15 @@ class SimWorld(Node):
         name = lambda n: topics.robot_topic(robot, n)  # noqa: E731
         self.pub_js = self.create_publisher(JointState, name(topics.JOINT_STATES), qos.JOINT_STATES)
         self.pub_image = self.create_publisher(Image, p("image_topic"), qos.IMAGE_PUB)
+        self.jpeg_quality = int(p("jpeg_quality"))
+        if not 0 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 0..100, got {self.jpeg_quality}")
+        self.pub_compressed = self.create_publisher(
+            CompressedImage, topics.image_transport_topic(p("image_topic"), "compressed")[0],
+            qos.IMAGE_PUB) if self.jpeg_quality else None
         self.pub_episode = self.create_publisher(String, "~/episode", qos.LATCHED)
+        # the success signal an ExecuteInstruction goal can end on (success_topic)
+        self.pub_success = self.create_publisher(Bool, "~/success", qos.LATCHED)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_subscription(JointGroupCommand, name(topics.JOINT_GROUP_COMMAND),
                                  self.on_group, qos.COMMANDS)
@@ -171,6 +182,7 @@ class SimWorld(Node):
         with self.lock:
             values = self._episode_values()
         self.pub_episode.publish(String(data=json.dumps(values)))
+        self.pub_success.publish(Bool(data=bool(values["success"])))
 
     def publish_diagnostics(self) -> None:
         with self.lock:
@@ -277,6 +289,9 @@ class SimWorld(Node):
             msg.header.stamp = self.get_clock().now().to_msg()
             msg.header.frame_id = self.get_parameter("frame_id").value
             self.pub_image.publish(msg)
+            if self.pub_compressed is not None:
+                self.pub_compressed.publish(CompressedImage(
+                    header=msg.header, **rgb_to_compressed_fields(rgb, "jpeg", self.jpeg_quality)))
             with self.lock:
                 self._write_state()
             next_t += period
