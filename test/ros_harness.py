@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-_domains = itertools.count((os.getpid() * 7) % 90)
+_domains = itertools.count((os.getpid() * 7) % 200)
 
 
 def ros_available() -> str:
@@ -39,8 +39,25 @@ def require_ros():
         pytest.skip(reason)
 
 
+_claimed = []  # lock files held for this process's life
+
+
 def new_domain_id() -> int:
-    return 1 + next(_domains) % 100
+    """A ROS domain for one test graph, not used by any other test process on this machine
+    (two suites running at once must not hear each other): claimed with an exclusive lock
+    on /tmp/llada_vla_ros_domain_<id>.lock, released when this process exits."""
+    import fcntl
+    for _ in range(200):
+        domain = 1 + next(_domains) % 200
+        f = open(f"/tmp/llada_vla_ros_domain_{domain}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _claimed.append(f)
+        return domain
+    raise RuntimeError("no free ROS domain id: 200 are held by other test processes")
 
 
 def ros_env(domain_id: int, profile: str | None = None) -> dict:
