@@ -53,7 +53,6 @@ class Job:
     stamp: object
     instruction: str
     generation: int
-    step: int
 
 
 class ControlLoop:
@@ -197,8 +196,7 @@ class ControlLoop:
                 if not self._wants_inference():
                     return None
             self.image_fresh = False
-            return Job(self.image, self.image_stamp, self.instruction, self.generation,
-                       self.step)
+            return Job(self.image, self.image_stamp, self.instruction, self.generation)
 
     def _wants_inference(self) -> bool:
         if not (self.running and self.policy_ready and self.image_fresh and self.instruction
@@ -321,10 +319,6 @@ class ControlLoop:
     def ramping(self) -> bool:
         with self.lock:
             return self.ramp_goal is not None
-
-    def abort_ramp(self) -> None:
-        with self.lock:
-            self.ramp_goal = None
 
     # ------------------------------------------------------------------ status
     def status(self, now: float) -> dict:
