@@ -136,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training checkpoint every N steps in OUT/checkpoints (0: at the end)")
     g.add_argument("--resume", default=None,
                    help="a training checkpoint directory, or 'latest' in OUT/checkpoints")
+    g = p.add_argument_group("data larger than memory")
+    g.add_argument("--stream", action="store_true",
+                   help="stream the examples from the bags (one bag's images decoded at a "
+                        "time, shuffled through a buffer, sharded by bag across processes) "
+                        "instead of loading them all: bounded host memory")
+    g.add_argument("--max-image-side", type=int, default=None,
+                   help="--stream: downscale images to this longest side (aspect kept)")
+    g.add_argument("--shuffle-buffer", type=int, default=256,
+                   help="--stream: examples in the shuffle buffer")
+    g.add_argument("--workers", type=int, default=0,
+                   help="--stream: decode in this many DataLoader worker processes")
     g = p.add_argument_group("plan (no training)")
     g.add_argument("--plan", action="store_true",
                    help="print per-GPU memory of full fine-tuning and LoRA, then exit")
@@ -219,7 +230,7 @@ def main(argv: Optional[list] = None) -> int:
 
     from .action_tokenizer import STATS_FILE, NormStats
     from .bag import BagError, episode_options, find_bags
-    from .dataset import load_examples
+    from .dataset import BagExamples, load_examples
     from .finetuning.loop import (FitConfig, export_state_dict, fit, latest_checkpoint,
                                   make_accelerator, processes)
     from .finetuning.lora import add_lora, trainable_parameters
@@ -235,9 +246,15 @@ def main(argv: Optional[list] = None) -> int:
         dtype = args.dtype or ("bfloat16" if args.lora_rank else None)
         bags = find_bags(args.bags)
         model = init_model(args.init, "cpu", dtype, args.chunk_size)
-        examples, summary = load_examples(bags, model.config.chunk_size,
-                                          progress=not args.quiet, **episode_options(args))
-        stats = NormStats.from_actions(np.stack([e.actions for e in examples]))
+        if args.stream:  # statistics from one pass over the labels, no pixels kept
+            examples = BagExamples(bags, model.config.chunk_size, args.max_image_side,
+                                   args.shuffle_buffer, args.seed, args.workers,
+                                   progress=not args.quiet, **episode_options(args))
+            summary, stats = examples.summary, examples.stats
+        else:
+            examples, summary = load_examples(bags, model.config.chunk_size,
+                                              progress=not args.quiet, **episode_options(args))
+            stats = NormStats.from_actions(np.stack([e.actions for e in examples]))
         tokenizer = action_tokenizer_for(model.config, stats, args.unnorm_key)
         resume = args.resume
         if resume == "latest":

@@ -130,6 +130,12 @@ class EpisodeStream:
     def __len__(self) -> int:
         return len(self._planned)
 
+    @property
+    def labels(self) -> list:
+        """The frames without their pixels (``instruction``, ``action``, ``segment``,
+        stamps), in order: what a dataset needs to choose its windows before decoding."""
+        return list(self._planned)
+
     def __iter__(self) -> Iterator[Frame]:
         planned = iter(self._planned)
         want = next(planned, None)

@@ -209,7 +209,8 @@ def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=No
         data = [as_example(e) for e in data]
         if not data:
             raise ValueError("no training examples")
-    steps = total_steps(cfg, len(data) if data is not None else None)
+    known = data if data is not None else examples if hasattr(examples, "__len__") else None
+    steps = total_steps(cfg, None if known is None else len(known))
     micro, accum = batch_layout(cfg, world)
     acc.gradient_accumulation_steps = accum
     core = bare_model(acc, model)
