@@ -124,28 +124,14 @@ class RosProbe:
     """An rclpy node in this process, spun in a background thread on its own context."""
 
     def __init__(self, domain_id: int, name: str = "test_observer"):
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
+        from llada_vla_ros.ros.background import BackgroundNode
 
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(HERE / "fastdds_test.xml")
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        self._background = BackgroundNode(name, domain_id)
+        self.context, self.node = self._background.context, self._background.node
         self.lock = threading.Lock()
         self.received: dict[str, list] = {}
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # context shut down under us
-                return
 
     def record(self, msg_type, topic: str, qos=10):
         """Subscribe and keep (monotonic receive time, msg) pairs under received[topic]."""
@@ -165,7 +151,4 @@ class RosProbe:
             return [t for t, _ in self.received.get(topic, []) if t >= since]
 
     def close(self):
-        import rclpy
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=2)
+        self._background.close()

@@ -326,7 +326,7 @@ def check_rosdep(argv):
     from test_dependencies import run_dependencies
 
     assert argv[1] == "install"
-    options, positional = {}, []
+    options = {}
     i = 2
     while i < len(argv):
         assert argv[i] in ROSDEP_INSTALL, f"rosdep install has no {argv[i]}"

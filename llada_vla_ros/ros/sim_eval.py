@@ -29,7 +29,6 @@ class Operator:
     what comes back (episode outcome, chunks, frames, the node's diagnostics)."""
 
     def __init__(self, image_topic: str):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rcl_interfaces.srv import SetParameters
         from sensor_msgs.msg import Image
@@ -39,11 +38,10 @@ class Operator:
         from llada_vla_ros import topics
         from llada_vla_ros.msg import ActionChunk
         from llada_vla_ros.ros import qos
+        from llada_vla_ros.ros.background import BackgroundNode
 
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("llada_vla_sim_eval", context=self.context)
+        self._background = BackgroundNode("llada_vla_sim_eval")
+        self.node = self._background.node
         self.lock = threading.Lock()
         self.episode: dict = {}
         self.chunks_ms: list = []
@@ -62,18 +60,6 @@ class Operator:
             ("start", "/llada_vla_policy/start"), ("stop", "/llada_vla_policy/stop"),
             ("reset", "/sim_world/reset"))}
         self.params = n.create_client(SetParameters, "/sim_world/set_parameters")
-        from rclpy.executors import SingleThreadedExecutor
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(n)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # shut down under us
-                return
 
     def _on_episode(self, msg):
         with self.lock:
@@ -130,9 +116,7 @@ class Operator:
         self.instruction.publish(self.String(data=text))
 
     def close(self) -> None:
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=2)
+        self._background.close()
 
 
 def run_task_through_ros(args, task_name: str, out: Path, ready_timeout: float = 300.0,
