@@ -314,9 +314,12 @@ def test_malformed_configuration_exits_with_the_cause(domain, tmp_path, params, 
     if "record_storage" in params:
         params = dict(params, record_to=str(tmp_path / "bag"))
     node = NodeProcess("policy_node", domain, tmp_path, params)
-    node.proc.wait(30)
+    try:
+        node.proc.wait(30)
+    finally:
+        rc = node.stop()  # also when it did not exit: never leave a node running
     out = node.output()
-    assert node.stop() == 2, out
+    assert rc == 2, out
     assert "invalid configuration" in out and words in out, out
     assert "Traceback" not in out
 
