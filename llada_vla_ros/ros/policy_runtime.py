@@ -17,7 +17,7 @@ import threading
 import time
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes
@@ -34,12 +34,11 @@ from std_srvs.srv import Trigger
 
 from llada_vla_ros import kinematics, topics
 from llada_vla_ros.control import ControlLoop, parameters
-from llada_vla_ros.control.loop import WAITING
 from llada_vla_ros.execution import ChunkExecutor
 from llada_vla_ros.images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
-from llada_vla_ros.msg import ActionChunk as ActionChunkMsg
+from llada_vla_ros.msg import ActionChunk
 from llada_vla_ros.policy import MAX_INSTRUCTION_BYTES, PolicyInputError, load_policy
-from llada_vla_ros.ros import qos
+from llada_vla_ros.ros import messages, qos
 from llada_vla_ros.ros.execute_action import InstructionGoals
 
 try:  # Iron and newer
@@ -109,7 +108,7 @@ class PolicyRuntime:
         # Per-policy outputs follow the node's namespace (/llada_vla/... without one): two
         # namespaced policies never share them. /diagnostics is global by ROS convention;
         # the status name carries the node's full name instead.
-        self.pub_chunk = pub(ActionChunkMsg, topics.relative(topics.ACTION_CHUNK), 10)
+        self.pub_chunk = pub(ActionChunk, topics.relative(topics.ACTION_CHUNK), 10)
         self.pub_pose = pub(PoseStamped, topics.relative(topics.TARGET_POSE), 10)
         self.pub_diag = pub(DiagnosticArray, topics.DIAGNOSTICS, 10)
         sub = self._subscription
@@ -205,19 +204,8 @@ class PolicyRuntime:
                 time.sleep(self.period)
                 continue
             if self.loop.add_chunk(chunk.actions, job, chunk.inference_ms, chunk.confidence):
-                self.pub_chunk.publish(self._chunk_msg(chunk, job))
-
-    def _chunk_msg(self, chunk, job) -> ActionChunkMsg:
-        msg = ActionChunkMsg()
-        msg.header.stamp = job.stamp
-        msg.header.frame_id = self.settings["frame_id"]
-        msg.instruction = job.instruction
-        msg.horizon, msg.action_dim = chunk.actions.shape
-        msg.actions = chunk.actions.astype(np.float32).ravel().tolist()
-        msg.confidence = np.asarray(chunk.confidence, np.float32).ravel().tolist()
-        msg.inference_ms = float(chunk.inference_ms)
-        msg.model_id = chunk.model_id
-        return msg
+                self.pub_chunk.publish(messages.action_chunk(
+                    chunk, job.stamp, job.instruction, self.settings["frame_id"]))
 
     # ---------------------------------------------------------------- parameters, motion
     def on_set_parameters(self, params):
@@ -362,14 +350,8 @@ class PolicyRuntime:
             self.pub_single.publish(JointSingleCommand(
                 name="gripper", cmd=effort if command.gripper_open else -effort))
         self.last_sent = (time.monotonic(), command.q)
-        pose = PoseStamped()
-        pose.header.stamp = self.node.get_clock().now().to_msg()
-        pose.header.frame_id = self.settings["frame_id"]
-        x, y, z, qx, qy, qz, qw = kinematics.pose_to_xyz_quat(command.target)
-        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = x, y, z
-        o = pose.pose.orientation
-        o.x, o.y, o.z, o.w = qx, qy, qz, qw
-        self.pub_pose.publish(pose)
+        self.pub_pose.publish(messages.target_pose(
+            command.target, self.node.get_clock().now().to_msg(), self.settings["frame_id"]))
 
     def _set_time_profile(self) -> None:
         """Before the first command: a short time profile for a stream of small steps
@@ -391,20 +373,10 @@ class PolicyRuntime:
         values = self.loop.status(time.monotonic())
         values["model"] = self.policy.model_id if self.policy else ""
         values["goal"] = self.goals.describe()
-        reason = values["hold_reason"]
-        status = DiagnosticStatus(name=f"llada_vla_ros: {self.node.get_fully_qualified_name()}",
-                                  hardware_id=self.robot)
-        if self.loop.policy_error or values["estop"] == "true":
-            status.level = DiagnosticStatus.ERROR
-        elif reason and reason != WAITING:
-            status.level = DiagnosticStatus.WARN
-        else:
-            status.level = DiagnosticStatus.OK
-        status.message = reason or "executing"
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.node.get_clock().now().to_msg()
-        self.pub_diag.publish(array)
+        self.pub_diag.publish(messages.policy_diagnostics(
+            values, bool(self.loop.policy_error) or values["estop"] == "true",
+            f"llada_vla_ros: {self.node.get_fully_qualified_name()}", self.robot,
+            self.node.get_clock().now().to_msg()))
 
     # ---------------------------------------------------------------- shutdown
     def begin_shutdown(self) -> bool:
