@@ -111,8 +111,9 @@ def token_accuracy(checkpoint, examples):
 
 def test_train_from_bags_then_the_policy_reproduces_them(demo_bags, tmp_path, capsys):
     out = tmp_path / "ckpt"
+    # the white block's position tells the frame: no shift augmentation here
     assert main([*map(str, demo_bags), "--init", "tiny", "--out", str(out), "--steps", "300",
-                 "--lr", "3e-3", "--quiet"]) == 0
+                 "--lr", "3e-3", "--random-shift", "0", "--quiet"]) == 0
     assert "checkpoint written to" in capsys.readouterr().out
     for name in ("config.json", "model.safetensors", "tokenizer.json",
                  "dataset_statistics.json", "train_log.json", "loss.png"):
@@ -136,7 +137,10 @@ def test_train_from_bags_then_the_policy_reproduces_them(demo_bags, tmp_path, ca
 
 @pytest.mark.parametrize("extra, message", [
     (["--steps", "0"], "--steps must be >= 1"),
-    (["--init", "/nonexistent/ckpt"], "not 'tiny' and not a checkpoint directory"),
+    (["--init", "/nonexistent/ckpt"], "not a named config (tiny, small) and not a checkpoint"),
+    (["--random-shift", "-1"], "--random-shift must be >= 0"),
+    (["--val-split", "1.5"], "--val-split must be in [0, 1)"),
+    (["--config", "hidden"], "expected KEY=VALUE"),
     (["--unnorm-key", " "], "--unnorm-key must not be empty"),
 ])
 def test_bad_arguments_are_named(demo_bags, tmp_path, capsys, extra, message):
