@@ -7,10 +7,17 @@ episode reader starts a new segment at each gap and at each frame left without a
 so the last ``chunk_size - 1`` frames of a segment only appear as later actions of earlier
 windows. Frames are read with ``bag.load_episode`` (joint states through forward
 kinematics, or recorded ActionChunk messages).
+
+A checkpoint records what it was trained on beside the action statistics, in its
+``dataset_statistics.json`` entry: ``control_hz`` (the rate of the labels: the policy must
+run at it), ``num_transitions`` and ``num_trajectories`` (OpenVLA's keys), and the mean,
+std, min and max of the actions next to q01/q99 (``write_dataset_info``,
+``checkpoint_control_hz``).
 """
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -122,7 +129,8 @@ class BagExamples(IterableDataset):
             # NormStats.from_actions over the examples of load_examples does
             index = (np.asarray(starts)[:, None] + np.arange(self.chunk_size)).ravel()
             rows, seen = _reservoir(rows, seen, actions[index], STATS_ROWS, rng)
-        self.stats = NormStats.from_actions(np.concatenate(rows))
+        self.action_sample = np.concatenate(rows)  # every windowed action, or a uniform sample
+        self.stats = NormStats.from_actions(self.action_sample)
         self.bags = list(self._starts)
 
     def __len__(self) -> int:
@@ -213,3 +221,58 @@ def _no_example(bag, frames: int, labels, skipped: dict, chunk_size: int) -> str
             f"an instruction{why}; an example needs {chunk_size} consecutive frames under one "
             "instruction, without a gap). Give --instruction if the bag has none, or record "
             "a longer episode")
+
+
+def split_bags(bags: Sequence, fraction: float, seed: int = 0) -> tuple:
+    """(train, held out): ``round(fraction x n)`` bags (at least one, never all) chosen with
+    a fixed seed, whole episodes only (frames of one episode look alike: a frame split
+    would measure memory, not generalization)."""
+    bags = sorted(str(b) for b in bags)
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+    if len(bags) < 2:
+        raise ValueError("a validation split needs at least 2 bags")
+    n = min(len(bags) - 1, max(1, int(round(fraction * len(bags)))))
+    held = set(np.random.default_rng(seed).permutation(len(bags))[:n].tolist())
+    return ([b for i, b in enumerate(bags) if i not in held],
+            [b for i, b in enumerate(bags) if i in held])
+
+
+def write_dataset_info(directory, unnorm_key: str, actions: np.ndarray,
+                       control_hz: Optional[float], transitions: int,
+                       trajectories: int) -> Path:
+    """Add the control rate, counts and moments of ``actions`` (every training action, or
+    BagExamples' uniform sample of them) to the checkpoint's statistics entry (written by
+    ``ActionTokenizer.save_pretrained`` first)."""
+    from .action_tokenizer import STATS_FILE
+
+    path = Path(directory) / STATS_FILE
+    table = json.loads(path.read_text(encoding="utf-8"))
+    entry = table[unnorm_key]
+    a = np.asarray(actions, dtype=np.float64)
+    a = a.reshape(-1, a.shape[-1])
+    entry["action"].update(mean=a.mean(0).tolist(), std=a.std(0).tolist(),
+                           min=a.min(0).tolist(), max=a.max(0).tolist())
+    entry.update(control_hz=None if not control_hz else float(control_hz),
+                 num_transitions=int(transitions), num_trajectories=int(trajectories))
+    path.write_text(json.dumps(table, indent=2), encoding="utf-8")
+    return path
+
+
+def checkpoint_control_hz(checkpoint, unnorm_key: Optional[str] = None) -> Optional[float]:
+    """The control rate a checkpoint was trained at (its labels' rate), or None when it is
+    not a checkpoint directory or does not record one."""
+    from .action_tokenizer import STATS_FILE
+
+    path = Path(str(checkpoint)).expanduser() / STATS_FILE
+    if not path.is_file():
+        return None
+    table = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(table, dict) or not table:
+        return None
+    if not unnorm_key:
+        if len(table) != 1:
+            return None
+        unnorm_key = next(iter(table))
+    hz = (table.get(unnorm_key) or {}).get("control_hz")
+    return float(hz) if hz else None

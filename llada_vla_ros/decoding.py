@@ -34,6 +34,7 @@ the full forward every r steps (r=1: every step, the exact reference; r=0: never
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, fields
 from typing import Callable, List, Optional
@@ -84,6 +85,21 @@ class DecodeConfig:
         if unknown:
             raise ValueError(f"unknown decoding option(s) {unknown}; valid: {sorted(names)}")
         return cls(**d)
+
+
+def parse_options(pairs) -> dict:
+    """Command-line options: ["strategy=vanilla", "steps=10"] -> {"strategy": "vanilla", "steps": 10} (values
+    read as JSON when they parse, else kept as text)."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def _as_int(name, value, minimum):
@@ -283,10 +299,14 @@ def _sync(device: torch.device):
 
 
 def decode(model, obs, config: Optional[DecodeConfig] = None) -> DecodeResult:
-    """Decode one action chunk for a prepared observation (``model.prepare``)."""
+    """Decode one action chunk for a prepared observation (``model.prepare``). A model
+    trained autoregressively (``config.autoregressive``, the baseline) always decodes left
+    to right with a KV cache, whatever the strategy: it was never trained on masks."""
     config = config or DecodeConfig()
     device = _device_of(model)
     K, D = int(model.config.chunk_size), int(model.config.action_dim)
+    if getattr(model.config, "autoregressive", False):
+        return _decode_autoregressive(model, obs, K, D, device)
     with torch.inference_mode():
         _sync(device)
         start = time.perf_counter()
@@ -297,6 +317,22 @@ def decode(model, obs, config: Optional[DecodeConfig] = None) -> DecodeResult:
     result.forward_passes, result.full_passes = fn.forward_passes, fn.full_passes
     result.timing = {"vision_ms": 0.0, "decode_ms": decode_ms, "total_ms": decode_ms}
     return result
+
+
+def _decode_autoregressive(model, obs, K: int, D: int, device) -> DecodeResult:
+    with torch.inference_mode():
+        _sync(device)
+        start = time.perf_counter()
+        classes, conf, passes = model.generate_autoregressive(obs)
+        _sync(device)
+        decode_ms = (time.perf_counter() - start) * 1e3
+    tok = conf[0].reshape(K, D).cpu().numpy().astype(np.float32)
+    return DecodeResult(classes=classes[0].reshape(K, D).cpu().numpy().astype(np.int64),
+                        token_confidence=tok, action_confidence=tok.sum(axis=1),
+                        forward_passes=passes, steps=passes,
+                        timing={"vision_ms": 0.0, "decode_ms": decode_ms,
+                                "total_ms": decode_ms},
+                        committed_per_step=[1] * passes, full_passes=1)
 
 
 def generate(model, image_rgb: np.ndarray, instruction: str,

@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
     p.add_argument("--unnorm-key", default=None, help="dataset key of the action statistics")
-    add_episode_arguments(p)
+    add_episode_arguments(p)  # --hz: default the checkpoint's control rate (main)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -355,8 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     from .bag import BagError, episode_options, find_bags, open_episode
+    from .dataset import checkpoint_control_hz
     from .policy import load_policy
 
+    if args.hz is None:  # the rate the checkpoint's labels have (llada-vla-train --hz)
+        args.hz = checkpoint_control_hz(args.policy, args.unnorm_key)
+        if args.hz:
+            print(f"frames at the checkpoint's control rate, {args.hz:g} Hz (--hz to change)")
     try:
         bags = find_bags(args.bags)
         # the policy first: a bad --policy is reported before any bag is read

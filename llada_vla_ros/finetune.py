@@ -1,7 +1,7 @@
 """Fine-tune LLaDA-VLA on recorded bags (console script ``llada-vla-train``).
 
     llada-vla-train BAG [BAG ...] --init CKPT_DIR --out OUT_DIR [--steps 1000] [--hz 5]
-    llada-vla-train BAG [BAG ...] --init tiny --out OUT_DIR     # a fresh tiny model (CPU)
+    llada-vla-train BAG [BAG ...] --init small --out OUT_DIR    # a fresh small model (CPU)
     accelerate launch --config_file config/accelerate/fsdp.yaml -m llada_vla_ros.finetune \
         BAG ... --init CKPT_DIR --out OUT_DIR --recipe paper --gradient-checkpointing
     llada-vla-train BAG ... --init CKPT_DIR --out OUT_DIR --lora-rank 16 --dtype bfloat16
@@ -12,7 +12,12 @@ A BAG is a bag (also split, or without metadata.yaml) or a directory of bags.
 Examples come from ``dataset.load_examples`` (each frame with an instruction and the next
 chunk_size actions the arm made, from its joint states, at ``--hz``, 5 = the control rate,
 by default). The action statistics (q01/q99 per dimension, gripper left raw) are computed
-from these examples and saved under ``--unnorm-key``. Training is ``finetuning.loop.fit``
+from these examples and saved under ``--unnorm-key`` with the control rate (``--hz``), so
+``llada-vla-eval`` runs at the rate the labels have. Held-out bags (``--val``, or
+``--val-split`` of the bags) are evaluated every ``--eval-every`` steps: loss, token
+accuracy, and a warning when predictions collapse onto a few bins. A fresh model
+(``--init tiny|small``) gets the from-scratch recipe (``FRESH_DEFAULTS``); a checkpoint the
+fine-tuning one. Training is ``finetuning.loop.fit``
 on Hugging Face Accelerate: run under ``accelerate launch`` for DDP, FSDP or DeepSpeed
 ZeRO-3 (config/accelerate/*.yaml), ``--mixed-precision bf16``, ``--gradient-checkpointing``,
 ``--global-batch`` reached by accumulation, ``--lora-rank`` for LoRA (merged on save),
@@ -24,6 +29,7 @@ model.safetensors, tokenizer.json, dataset_statistics.json) plus ``train_log.jso
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -33,34 +39,53 @@ from typing import Optional
 import numpy as np
 
 DEFAULT_UNNORM_KEY = "widowx_bags"
+# Schedule defaults. Fine-tuning a checkpoint: small steps. A fresh model (--init tiny |
+# small) learns from scratch: a larger learning rate and batch, more steps, and random-shift
+# augmentation (measured on the simulated tasks: docs/results.md).
+FINETUNE_DEFAULTS = dict(lr=1e-4, global_batch=8, steps=1000, random_shift=0,
+                         loss_weight="inverse_t")
+FRESH_DEFAULTS = dict(lr=3e-4, global_batch=8, steps=3000, random_shift="auto",
+                      loss_weight="mean")  # auto shift: 1/16 of the model's image size
+VAL_SPLIT_MIN_BAGS = 10  # --val-split's default (0.1) applies from this many bags
+VAL_SAMPLE = 256  # training examples checked for collapse when no bag is held out
 
 
 def init_model(spec: str, device: str = "cpu", dtype: Optional[str] = None,
-               chunk_size: Optional[int] = None):
-    """``tiny`` (a fresh tiny model) or a LLaDA-VLA checkpoint directory, in float32 unless
-    ``dtype`` says otherwise (AdamW on bfloat16 weights loses small updates; a LoRA run keeps
-    the frozen weights in bfloat16). Seed torch first for a reproducible tiny model."""
+               chunk_size: Optional[int] = None, config: Optional[dict] = None):
+    """A fresh model of a named config (``tiny``, ``small``: ``LladaVlaConfig.tiny()`` ...,
+    with the word-level offline tokenizer) or a LLaDA-VLA checkpoint directory, in float32 unless ``dtype`` says otherwise (AdamW
+    on bfloat16 weights loses small updates; a LoRA run keeps the frozen weights in
+    bfloat16). Seed torch first for a reproducible fresh model."""
     import torch
 
-    from .model import LladaVlaConfig, LladaVlaForActions, build_tiny_tokenizer, from_pretrained
+    from .model import LladaVlaForActions, build_tiny_tokenizer, from_pretrained
     from .model.checkpoint import resolve_dtype
+    from .model.configuration import NAMED_CONFIGS, SMALL_VOCAB_SIZE, named_config
 
     dt = resolve_dtype(dtype or "float32", torch.device(device))
-    if spec == "tiny":
-        config = LladaVlaConfig.tiny(**({"chunk_size": chunk_size} if chunk_size else {}))
+    if spec in NAMED_CONFIGS:
+        # the word-level tokenizer (a position per word, not per byte) and its vocabulary
+        overrides = {"vocab_size": SMALL_VOCAB_SIZE, **(config or {})}
+        if chunk_size:
+            overrides["chunk_size"] = chunk_size
+        config = named_config(spec, **overrides)
         model = LladaVlaForActions(config).to(device=device, dtype=dt)
-        model.tokenizer = build_tiny_tokenizer(config.num_bins)
+        model.tokenizer = build_tiny_tokenizer(config.num_bins, words=True)
         return model
     if not Path(spec).is_dir():
-        raise FileNotFoundError(f"--init {spec}: not 'tiny' and not a checkpoint directory")
+        raise FileNotFoundError(f"--init {spec}: not a named config "
+                                f"({', '.join(NAMED_CONFIGS)}) and not a checkpoint directory")
+    if config:
+        raise ValueError("--config changes a fresh model (--init tiny|small), not a checkpoint")
     model = from_pretrained(spec, torch_dtype=dt, device=device)
     if chunk_size:  # the architecture does not depend on it: K x D action positions
         model.config.chunk_size = int(chunk_size)
     return model
 
 
-def plot_losses(path, losses) -> Path:
-    """Loss per step and its running mean, one PNG."""
+def plot_losses(path, losses, evals=()) -> Path:
+    """Loss per step and its running mean, with the validation loss at each evaluation
+    (and the token accuracy on a second axis), one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,6 +97,15 @@ def plot_losses(path, losses) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(steps, losses, color="0.7", lw=0.8, label="loss")
     ax.plot(steps[window - 1:], smooth, "C0", lw=1.5, label=f"mean of {window}")
+    if evals:
+        ax.plot([e["step"] for e in evals], [e["loss"] for e in evals], "C1o-", ms=3,
+                label="validation loss (eq. 7)")
+        acc = ax.twinx()
+        acc.plot([e["step"] for e in evals], [100 * e["token_accuracy"] for e in evals],
+                 "C2s--", ms=3, label="validation token accuracy")
+        acc.set_ylabel("token accuracy %")
+        acc.set_ylim(0, 100)
+        acc.legend(loc="upper center")
     ax.set_xlabel("step")
     ax.set_ylabel("masked-diffusion loss")
     ax.set_yscale("log")
@@ -90,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="llada-vla-train", description=__doc__.split("\n")[0])
     add_bag_arguments(p, " (one episode per bag)", nargs="*")  # none with --plan
-    p.add_argument("--init", help="LLaDA-VLA checkpoint directory to start from, or 'tiny'")
+    p.add_argument("--init", help="LLaDA-VLA checkpoint directory to start from, or a fresh "
+                                  "model: 'tiny' or 'small'")
+    p.add_argument("--config", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="options of a fresh model's config (--init tiny|small), e.g. "
+                        "autoregressive=true prefix_attention_mask=true hidden_size=192")
     p.add_argument("--out", help="output checkpoint directory")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out directory")
@@ -100,12 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recipe", choices=sorted(RECIPES),
                    help="a named recipe; 'paper': 3 epochs, lr 2e-5, global batch 128, chunk "
                         "5, 3%% warm-up, cosine (explicit options override it)")
-    g.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1000)")
+    g.add_argument("--steps", type=int, default=None,
+                   help=f"optimizer steps (default {FINETUNE_DEFAULTS['steps']}; "
+                        f"{FRESH_DEFAULTS['steps']} for a fresh model)")
     g.add_argument("--epochs", type=float, default=None, help="passes over the examples")
-    g.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default {FINETUNE_DEFAULTS['lr']:g}; "
+                        f"{FRESH_DEFAULTS['lr']:g} for a fresh model)")
     g.add_argument("--global-batch", "--batch-size", dest="global_batch", type=int,
                    default=None, help="examples per optimizer step over all processes "
-                                      "(default 8)")
+                                      f"(default {FINETUNE_DEFAULTS['global_batch']}; "
+                                      f"{FRESH_DEFAULTS['global_batch']} for a fresh model)")
     g.add_argument("--micro-batch", type=int, default=None,
                    help="examples per process per forward (default: global batch / "
                         "processes, no accumulation)")
@@ -114,8 +157,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--max-grad-norm", type=float, default=1.0)
     g.add_argument("--loss", choices=("lsc", "full_vocab"), default="lsc")
+    g.add_argument("--loss-weight", choices=("inverse_t", "mean"), default=None,
+                   help="inverse_t: eq. 5, each masked token's loss over its mask ratio t "
+                        "(LLaDA's estimator); mean: eq. 7, the mean over masked tokens "
+                        "(default: inverse_t; mean for a fresh model)")
     g.add_argument("--chunk-size", type=int, default=None, help="actions per chunk")
+    g.add_argument("--random-shift", type=int, default=None, metavar="PX",
+                   help="shift augmentation: each image padded by PX pixels and cropped back "
+                        "at a random offset (default 0; for a fresh model 1/16 of its image "
+                        "size, 4 for small)")
+    g.add_argument("--max-minutes", type=float, default=None,
+                   help="stop training after this much time (the checkpoint is written)")
     g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("validation")
+    g.add_argument("--val", nargs="+", default=None, metavar="BAG",
+                   help="held-out bags evaluated during training")
+    g.add_argument("--val-split", type=float, default=None,
+                   help="hold out this fraction of the bags (whole episodes) for validation "
+                        f"(default 0.1 with {VAL_SPLIT_MIN_BAGS} bags or more, else none; "
+                        "0: none)")
+    g.add_argument("--eval-every", type=int, default=None,
+                   help="steps between evaluations (default: a tenth of the run)")
     g = p.add_argument_group("memory and engines")
     g.add_argument("--device", default="auto",
                    help="auto | cpu | cuda (under accelerate launch: the process's GPU)")
@@ -166,14 +228,18 @@ def resolve_args(args) -> None:
     first bad argument."""
     from .finetuning.loop import RECIPES
 
+    from .model.configuration import NAMED_CONFIGS
+
     recipe = RECIPES.get(args.recipe, {})
-    defaults = {"lr": 1e-4, "global_batch": 8, "epochs": None, "chunk_size": None}
-    for key in ("lr", "global_batch", "epochs", "chunk_size"):
+    fresh = args.init in NAMED_CONFIGS
+    defaults = {**(FRESH_DEFAULTS if fresh else FINETUNE_DEFAULTS), "epochs": None,
+                "chunk_size": None}
+    for key in ("lr", "global_batch", "epochs", "chunk_size", "random_shift", "loss_weight"):
         if getattr(args, key) is None:
             setattr(args, key, recipe.get(key, defaults[key]))
     args.warmup_ratio = recipe.get("warmup_ratio", 0.0)
     if args.steps is None and args.epochs is None:
-        args.steps = 1000
+        args.steps = defaults["steps"]
     if args.plan:
         return
     if not args.bags:
@@ -181,10 +247,18 @@ def resolve_args(args) -> None:
     for name in ("init", "out"):
         if not getattr(args, name):
             raise ValueError(f"--{name} is required")
-    for name in ("steps", "global_batch", "micro_batch", "chunk_size"):
+    for name in ("steps", "global_batch", "micro_batch", "chunk_size", "eval_every"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.random_shift != "auto" and args.random_shift < 0:
+        raise ValueError(f"--random-shift must be >= 0, got {args.random_shift}")
+    if args.val_split is not None and not 0 <= args.val_split < 1:
+        raise ValueError(f"--val-split must be in [0, 1), got {args.val_split}")
+    if args.val and args.val_split:
+        raise ValueError("give --val or --val-split, not both")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise ValueError(f"--max-minutes must be > 0, got {args.max_minutes}")
     if args.epochs is not None and not args.epochs > 0:
         raise ValueError(f"--epochs must be > 0, got {args.epochs}")
     if not args.lr > 0:
@@ -205,16 +279,43 @@ def print_plan(args) -> int:
     from .finetuning.plan import format_plan
     from .model import LladaVlaConfig
 
-    if args.init and args.init != "tiny":
+    from .model.configuration import NAMED_CONFIGS, named_config
+
+    if args.init in NAMED_CONFIGS:
+        config = named_config(args.init)
+    elif args.init:
         config = LladaVlaConfig.from_json_file(str(Path(args.init) / "config.json"))
     else:
-        config = LladaVlaConfig.tiny() if args.init == "tiny" else LladaVlaConfig.full()
+        config = LladaVlaConfig.full()
     w, h = (int(x) for x in args.image_size.lower().split("x"))
     print(format_plan(config, args.gpus, args.gpu_memory, global_batch=args.global_batch,
                       params=args.model_params, micro_batch=args.micro_batch or 1,
                       lora_rank=args.lora_rank or 16, lora_modules=args.lora_modules,
                       image_size=(w, h), checkpointing=True))
     return 0
+
+
+def training_sample(examples, n: int) -> list:
+    """A fixed sample of ``n`` training examples: drawn at random from a list, the first
+    ``n`` of one pass over a stream (BagExamples shuffles through its buffer)."""
+    if isinstance(examples, list):
+        return [examples[i] for i in np.random.default_rng(0).permutation(len(examples))[:n]]
+    return list(itertools.islice(iter(examples), n))
+
+
+def _held_out(args, bags) -> tuple:
+    """(training bags, validation bags) from --val / --val-split (see build_parser)."""
+    from .bag import find_bags
+    from .dataset import split_bags
+
+    if args.val:
+        return bags, find_bags(args.val)
+    fraction = args.val_split
+    if fraction is None:
+        fraction = 0.1 if len(bags) >= VAL_SPLIT_MIN_BAGS else 0.0
+    if not fraction:
+        return bags, []
+    return split_bags(bags, fraction)
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -230,7 +331,7 @@ def main(argv: Optional[list] = None) -> int:
 
     from .action_tokenizer import STATS_FILE, NormStats
     from .bag import BagError, episode_options, find_bags
-    from .dataset import BagExamples, load_examples
+    from .dataset import BagExamples, load_examples, write_dataset_info
     from .finetuning.loop import (FitConfig, export_state_dict, fit, latest_checkpoint,
                                   make_accelerator, processes)
     from .finetuning.lora import add_lora, trainable_parameters
@@ -242,19 +343,26 @@ def main(argv: Optional[list] = None) -> int:
             "cuda" if torch.cuda.is_available() else "cpu")
         accelerator = make_accelerator(cpu=device == "cpu",
                                        mixed_precision=args.mixed_precision)
-        torch.manual_seed(args.seed)  # before the model is built: --init tiny is seeded too
+        torch.manual_seed(args.seed)  # before the model is built: a fresh model is seeded too
         dtype = args.dtype or ("bfloat16" if args.lora_rank else None)
-        bags = find_bags(args.bags)
-        model = init_model(args.init, "cpu", dtype, args.chunk_size)
+        bags, val_bags = _held_out(args, find_bags(args.bags))
+        from .decoding import parse_options
+        model = init_model(args.init, "cpu", dtype, args.chunk_size, parse_options(args.config))
+        if args.random_shift == "auto":
+            args.random_shift = model.config.image_size // 16
+        options = episode_options(args)
         if args.stream:  # statistics from one pass over the labels, no pixels kept
             examples = BagExamples(bags, model.config.chunk_size, args.max_image_side,
                                    args.shuffle_buffer, args.seed, args.workers,
-                                   progress=not args.quiet, **episode_options(args))
-            summary, stats = examples.summary, examples.stats
+                                   progress=not args.quiet, **options)
+            summary, stats, actions = examples.summary, examples.stats, examples.action_sample
         else:
             examples, summary = load_examples(bags, model.config.chunk_size,
-                                              progress=not args.quiet, **episode_options(args))
-            stats = NormStats.from_actions(np.stack([e.actions for e in examples]))
+                                              progress=not args.quiet, **options)
+            actions = np.stack([e.actions for e in examples])
+            stats = NormStats.from_actions(actions)
+        val, val_summary = (load_examples(val_bags, model.config.chunk_size, progress=False,
+                                          **options) if val_bags else ([], {}))
         tokenizer = action_tokenizer_for(model.config, stats, args.unnorm_key)
         resume = args.resume
         if resume == "latest":
@@ -275,15 +383,23 @@ def main(argv: Optional[list] = None) -> int:
     main_process = rank == 0
     steps_text = (f"{args.steps} steps" if args.steps is not None
                   else f"{args.epochs:g} epochs")
+    # without held-out bags, the collapse check still runs on a fixed sample of the
+    # training examples (what the model fits, not how it generalizes)
+    val_source = "held-out bags" if val else "training sample"
+    checked = val or training_sample(examples, VAL_SAMPLE)
     if main_process:
         for bag, s in summary.items():
             skipped = "; ".join(f"{why}: {n}" for why, n in s["skipped"].items()) or "none"
             print(f"{bag}: {s['examples']} examples from {s['frames']} frames "
                   f"({s['action_source']}); frames without an action: {skipped}"
                   + "".join(f"; {note}" for note in s["notes"]), flush=True)
-        print(f"{len(examples)} examples from {len(summary)} bag(s); training "
-              f"{trainable_parameters(trained):,} parameters for {steps_text} on "
-              f"{world} process(es) ({accelerator.distributed_type})",
+        print(f"{len(examples)} examples from {len(summary)} bag(s); validation: "
+              + (f"{len(val)} examples from {len(val_summary)} held-out bag(s)" if val else
+                 f"none held out (a sample of {len(checked)} training examples is checked)")
+              + f"; training {trainable_parameters(trained):,} parameters for {steps_text} "
+              f"on {world} process(es) ({accelerator.distributed_type}), lr {args.lr:g}, "
+              f"global batch {args.global_batch}, loss weight {args.loss_weight}, random shift "
+              f"{args.random_shift} px",
               flush=True)
     warmup = args.warmup_steps
     if warmup is None and not args.warmup_ratio:
@@ -292,11 +408,18 @@ def main(argv: Optional[list] = None) -> int:
                     global_batch=args.global_batch, micro_batch=args.micro_batch,
                     warmup_steps=warmup, warmup_ratio=args.warmup_ratio, cosine=True,
                     weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-                    loss_type=args.loss, seed=args.seed, save_every=args.save_every,
-                    gradient_checkpointing=args.gradient_checkpointing)
+                    loss_type=args.loss, reweight=args.loss_weight == "inverse_t",
+                    seed=args.seed, save_every=args.save_every,
+                    gradient_checkpointing=args.gradient_checkpointing,
+                    random_shift=args.random_shift, eval_every=args.eval_every or 0,
+                    max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+    if not args.eval_every:
+        from .finetuning.loop import total_steps
+        cfg.eval_every = max(1, total_steps(cfg, len(examples)) // 10)
+    log = (lambda line: print(f"[{val_source}] {line}", flush=True)) if main_process else None
     try:
         result = fit(trained, tokenizer, examples, cfg, accelerator, out_dir=args.out,
-                     resume=resume, progress=not args.quiet)
+                     resume=resume, progress=not args.quiet, val=checked, log=log)
     except ValueError as exc:
         print(f"llada-vla-train: error: {exc}", file=sys.stderr)
         return 2
@@ -308,17 +431,26 @@ def main(argv: Optional[list] = None) -> int:
     model.save_pretrained(out, state_dict=state)
     (out / STATS_FILE).unlink(missing_ok=True)  # --overwrite: no stale keys from an old run
     tokenizer.save_pretrained(out, args.unnorm_key)
+    write_dataset_info(out, args.unnorm_key, actions, args.hz, len(examples), len(summary))
     tail = max(1, len(losses) // 10)
-    log = {"args": dict(vars(args)), "bags": summary,
-           "examples": len(examples), "action_statistics": stats.to_dict(),
+    evals = [{k: v for k, v in e.items()} for e in result.evals]
+    log = {"args": dict(vars(args)), "bags": summary, "val_bags": val_summary,
+           "examples": len(examples), "val_examples": len(val), "val_source": val_source,
+           "action_statistics": stats.to_dict(), "control_hz": args.hz,
            "processes": result.processes, "micro_batch": result.micro_batch,
            "accumulation": result.accumulation, "resumed_from": result.resumed_from,
            "first_loss": losses[0], "final_loss": float(np.mean(losses[-tail:])),
-           "seconds": time.perf_counter() - start, "losses": losses}
+           "stopped": result.stopped, "training_seconds": result.seconds,
+           "seconds": time.perf_counter() - start, "evals": evals, "losses": losses}
     (out / "train_log.json").write_text(json.dumps(log, indent=2), encoding="utf-8")
-    plot_losses(out / "loss.png", losses)
-    print(f"loss {losses[0]:.4f} -> {log['final_loss']:.4f} (mean of the last {tail} steps); "
-          f"checkpoint written to {out} (unnorm_key {args.unnorm_key!r})")
+    plot_losses(out / "loss.png", losses, evals)
+    last = evals[-1] if evals else None
+    rate = f"control rate {args.hz:g} Hz" if args.hz else "control rate not recorded (no --hz)"
+    print(f"loss {losses[0]:.4f} -> {log['final_loss']:.4f} (mean of the last {tail} steps)"
+          + (f"; {val_source}: loss {last['loss']:.4f}, token accuracy "
+             f"{100 * last['token_accuracy']:.1f} %" if last else "")
+          + (f"; stopped: {result.stopped}" if result.stopped else "")
+          + f"; checkpoint written to {out} (unnorm_key {args.unnorm_key!r}, {rate})")
     return 0
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .action_tokenizer import ActionTokenizer, NormStats
-from .finetuning.loop import FitConfig, fit
+from .finetuning.loop import FitConfig, Trainer, fit  # noqa: F401 (Trainer: API)
 from .finetuning.objective import (LOSS_TYPES, Example, as_example,  # noqa: F401 (API)
                                    diffusion_step_loss, diffusion_sums, localize_labels,
                                    lsc_loss, masked_diffusion_loss, masked_diffusion_sums,
@@ -61,23 +61,34 @@ def train(model: LladaVlaForActions, tokenizer: ActionTokenizer, examples, steps
           lr: float = 1e-3, batch_size: Optional[int] = None, seed: int = 0,
           loss_type: str = "lsc", eps: float = 1e-3, reweight: bool = True,
           warmup_steps: int = 0, cosine: bool = False, weight_decay: float = 0.0,
-          max_grad_norm: Optional[float] = None, progress: bool = True) -> list:
-    """AdamW over ``examples`` ((image, instruction, actions) or Example) for ``steps``
-    steps of ``batch_size`` examples (all examples when None; a batch_size above the number
-    of examples repeats them with different masks), in one process. Returns the per-step
-    losses. ``reweight`` picks eq. 5 (1/t) or eq. 7 (mean over masked positions);
-    ``warmup_steps`` ramps the learning rate up linearly, ``cosine`` decays it to lr/10,
-    ``max_grad_norm`` clips the gradient norm. Only parameters with ``requires_grad`` train
-    (freeze a part by turning it off). Seeded: same seed, same run.
-    ``finetuning.loop.fit`` is the loop (this is it with one process and no accumulation)."""
-    examples = [as_example(e) for e in examples]
-    if not examples:
-        raise ValueError("no training examples")
-    batch = batch_size or len(examples)
+          max_grad_norm: Optional[float] = None, progress: bool = True, val=None,
+          eval_every: int = 0, random_shift: int = 0,
+          max_seconds: Optional[float] = None) -> list:
+    """AdamW over ``examples`` ((image, instruction, actions) or Example; a list, or any
+    iterable read as a stream) for ``steps`` steps of ``batch_size`` examples (a list: all
+    of them when None; a batch_size above the number of examples repeats them with
+    different masks), in one process. Returns the per-step losses. ``reweight`` picks eq. 5
+    (1/t) or eq. 7 (mean over masked positions); ``warmup_steps`` ramps the learning rate
+    up linearly, ``cosine`` decays it to lr/10, ``max_grad_norm`` clips the gradient norm;
+    ``val`` examples are evaluated every ``eval_every`` steps (``validation.py``),
+    ``random_shift`` pixels of shift augmentation, ``max_seconds`` a time budget. Only
+    parameters with ``requires_grad`` train. Seeded: same seed, same run.
+    One call is one run (a fresh optimizer and data order): to train in segments, keep a
+    ``Trainer`` and call its ``run(steps)``. ``finetuning.loop.fit`` is the loop."""
+    if isinstance(examples, (list, tuple)):
+        examples = [as_example(e) for e in examples]
+        if not examples:
+            raise ValueError("no training examples")
+        batch = batch_size or len(examples)
+    elif not batch_size:
+        raise ValueError("a stream of examples needs batch_size")
+    else:
+        batch = batch_size
     cfg = FitConfig(steps=steps, lr=lr, global_batch=batch, micro_batch=batch, seed=seed,
                     loss_type=loss_type, eps=eps, reweight=reweight, warmup_steps=warmup_steps,
-                    cosine=cosine, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
-    return fit(model, tokenizer, examples, cfg, progress=progress).losses
+                    cosine=cosine, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+                    random_shift=random_shift, eval_every=eval_every, max_seconds=max_seconds)
+    return fit(model, tokenizer, examples, cfg, progress=progress, val=val).losses
 
 
 def action_tokenizer_for(config: LladaVlaConfig, stats: NormStats, unnorm_key: str):

@@ -35,7 +35,7 @@ def run(world, rank):
     micro = G // world
     pos = list(range(rank * micro, (rank + 1) * micro))
     batch = [ex[i] for i in pos]
-    masked, t = position_masks(0, pos, 35, 1e-3, 0)
+    masked, t, _ = position_masks(0, pos, 35, 1e-3, 0)
     images = [core.preprocess(e.image) for e in batch]
     prompts = [core.prompt_ids(e.instruction) for e in batch]
     classes = torch.stack([torch.as_tensor(tok.encode(e.actions).reshape(-1)) for e in batch])

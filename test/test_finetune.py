@@ -111,8 +111,9 @@ def token_accuracy(checkpoint, examples):
 
 def test_train_from_bags_then_the_policy_reproduces_them(demo_bags, tmp_path, capsys):
     out = tmp_path / "ckpt"
+    # the white block's position tells the frame: no shift augmentation here
     assert main([*map(str, demo_bags), "--init", "tiny", "--out", str(out), "--steps", "300",
-                 "--lr", "3e-3", "--quiet"]) == 0
+                 "--lr", "3e-3", "--random-shift", "0", "--quiet"]) == 0
     assert "checkpoint written to" in capsys.readouterr().out
     for name in ("config.json", "model.safetensors", "tokenizer.json",
                  "dataset_statistics.json", "train_log.json", "loss.png"):
@@ -136,7 +137,10 @@ def test_train_from_bags_then_the_policy_reproduces_them(demo_bags, tmp_path, ca
 
 @pytest.mark.parametrize("extra, message", [
     (["--steps", "0"], "--steps must be >= 1"),
-    (["--init", "/nonexistent/ckpt"], "not 'tiny' and not a checkpoint directory"),
+    (["--init", "/nonexistent/ckpt"], "not a named config (tiny, small) and not a checkpoint"),
+    (["--random-shift", "-1"], "--random-shift must be >= 0"),
+    (["--val-split", "1.5"], "--val-split must be in [0, 1)"),
+    (["--config", "hidden"], "expected KEY=VALUE"),
     (["--unnorm-key", " "], "--unnorm-key must not be empty"),
 ])
 def test_bad_arguments_are_named(demo_bags, tmp_path, capsys, extra, message):
@@ -183,3 +187,51 @@ def test_a_directory_of_bags_with_a_summary_per_bag(demo_bags, tmp_path, capsys)
     assert main([str(tmp_path / "nothing_here"), "--init", "tiny", "--out",
                  str(tmp_path / "o2"), "--quiet"]) == 2
     assert "nothing_here: bag not found" in capsys.readouterr().err
+
+
+def test_validation_held_out_bags_and_the_control_rate_reach_eval(tmp_path, capsys):
+    """--val bags are evaluated during training (log and plot); the checkpoint records the
+    control rate and action moments; llada-vla-eval then runs at that rate by default (a
+    15 Hz recording evaluated at every frame would compare labels a third as large)."""
+    from llada_vla_ros import evaluation
+    from llada_vla_ros.dataset import checkpoint_control_hz
+
+    fast = [make_demo_bag(tmp_path / f"fast{i}", "push the block right",
+                          [0.3, 0.1, -0.1, 0.2, 0.15, -0.3], (200, 40, 40 * i), frames=30,
+                          hz=15.0) for i in range(3)]
+    out = tmp_path / "ckpt"
+    assert main([*map(str, fast[:2]), "--val", str(fast[2]), "--init", "tiny", "--out",
+                 str(out), "--steps", "20", "--eval-every", "10", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "[held-out bags] step 10: val loss" in printed and "step 20" in printed
+    log = json.loads((out / "train_log.json").read_text())
+    assert [e["step"] for e in log["evals"]] == [10, 20] and log["val_examples"] == 5
+    assert log["control_hz"] == 5.0 and checkpoint_control_hz(out) == 5.0
+    entry = json.loads((out / "dataset_statistics.json").read_text())["widowx_bags"]
+    assert {"mean", "std", "min", "max", "q01", "q99"} <= set(entry["action"])
+    assert (entry["num_transitions"], entry["num_trajectories"]) == (10, 2)
+    report = tmp_path / "eval"
+    assert evaluation.main([str(fast[2]), "--policy", str(out), "--out", str(report),
+                            "--quiet"]) == 0
+    assert "the checkpoint's control rate, 5 Hz" in capsys.readouterr().out
+    result = json.loads((report / "report.json").read_text())
+    assert result["metrics"]["frames"] == 9  # 10 frames at 5 Hz, the last without an action
+    assert evaluation.main([str(fast[2]), "--policy", str(out), "--out", str(report),
+                            "--hz", "15", "--quiet"]) == 0
+    assert json.loads((report / "report.json").read_text())["metrics"]["frames"] == 29
+
+
+def test_ten_bags_hold_one_out_by_default(demo_bags, tmp_path, capsys):
+    from llada_vla_ros.dataset import split_bags
+
+    bags = [f"b{i}" for i in range(10)]
+    train, held = split_bags(bags, 0.1)
+    assert len(held) == 1 and sorted(train + held) == sorted(bags)
+    assert split_bags(bags, 0.1) == (train, held)  # a fixed choice, whatever the run's seed
+    with pytest.raises(ValueError, match="at least 2 bags"):
+        split_bags(["one"], 0.5)
+    out = tmp_path / "o"
+    assert main([*map(str, demo_bags), "--init", "tiny", "--out", str(out), "--steps", "2",
+                 "--val-split", "0.5", "--quiet"]) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert len(log["bags"]) == 1 and len(log["val_bags"]) == 1

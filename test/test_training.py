@@ -81,15 +81,24 @@ def test_lsc_classifies_over_action_tokens_only():
         training.diffusion_step_loss(model, pixels, prompts, classes, gen, "mse")
 
 
-def test_sample_mask_masks_at_least_one():
+def test_sample_mask_follows_t_without_forcing_a_mask():
     gen = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        masked, t = sample_mask(64, 35, 1e-3, gen)
-        assert masked.any(1).all()
-        assert (t >= 1e-3).all() and (t <= 1).all()
     masked, t = sample_mask(4000, 35, 1e-3, gen)
+    assert (t >= 1e-3).all() and (t <= 1).all()
     ratio = masked.float().mean(1)
     assert torch.corrcoef(torch.stack([ratio, t]))[0, 1] > 0.9  # ratio follows t
+    # LLaDA's forward process: a row with a small t may have nothing masked ((1-t)^35)
+    small = t < 0.01
+    assert (~masked[small].any(1)).float().mean() > 0.5
+
+
+def test_sample_mask_keeps_the_1_over_t_estimator_unbiased():
+    """E[#masked / t] = L for the eq. 5 weights; forcing one mask in empty rows adds about
+    ln(1 / (L eps)) - 0.58 = 2.8 (it was 37.8 for L = 35)."""
+    gen = torch.Generator().manual_seed(1)
+    masked, t = sample_mask(200_000, 35, 1e-3, gen)
+    weight = masked.sum(1) / t
+    assert abs(float(weight.mean()) - 35.0) < 4 * float(weight.std()) / 200_000 ** 0.5 + 0.05
 
 
 def test_masked_diffusion_loss_full_vocab_labels():
@@ -161,6 +170,89 @@ def test_train_is_seedable_and_accepts_tuples():
     with pytest.raises(ValueError, match="5x7"):
         bad = [(synthetic_examples()[0].image, "go", np.zeros((4, 7)))]
         train(make_model(), tiny_tokenizer(make_model()), bad, steps=1, progress=False)
+
+
+def test_training_in_segments_is_one_run_not_restarts():
+    """Trainer.run(n) continues the optimizer, schedule and data order: 3 + 3 steps give
+    the 6-step run's losses and weights; two calls of train() would replay step 0."""
+    from llada_vla_ros.finetuning.loop import FitConfig, Trainer
+
+    cfg = FitConfig(steps=6, lr=3e-3, global_batch=3, seed=4, warmup_steps=2)
+    ex = synthetic_examples()
+    whole = make_model(seed=1)
+    a = Trainer(whole, tiny_tokenizer(whole), ex, cfg, progress=False).run().losses
+    parts = make_model(seed=1)
+    trainer = Trainer(parts, tiny_tokenizer(parts), ex, cfg, progress=False)
+    trainer.run(3)
+    assert trainer.step == 3 and not trainer.finished
+    b = trainer.run(3).losses
+    assert b == a and trainer.finished
+    for k, v in whole.state_dict().items():
+        assert torch.equal(parts.state_dict()[k], v), k
+
+
+def test_train_reads_a_stream():
+    model = make_model(seed=3)
+    tok = tiny_tokenizer(model)
+    ex = synthetic_examples(tok)
+    read = []
+    stream = (read.append(1) or e for _ in range(100) for e in ex)  # read once, in order
+    losses = train(model, tok, stream, steps=40, lr=3e-3, batch_size=4, reweight=False,
+                   progress=False)
+    assert len(losses) == 40 and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert len(read) == 160  # read as trained on, not loaded (and encoded) at once
+    with pytest.raises(ValueError, match="batch_size"):
+        train(model, tok, iter(ex), steps=1, progress=False)
+
+
+def test_time_budget_stops_the_run_and_says_so():
+    from llada_vla_ros.finetuning.loop import FitConfig, fit
+
+    model = make_model()
+    r = fit(model, tiny_tokenizer(model), synthetic_examples(),
+            FitConfig(steps=10_000, global_batch=2, max_seconds=0.5), progress=False)
+    assert 0 < r.steps < 10_000 and r.stopped == "time budget of 0.5 s"
+    assert r.seconds >= 0.5
+
+
+def test_random_shift_moves_the_image_by_whole_pixels():
+    from llada_vla_ros.finetuning.loop import position_masks, random_shift
+    from llada_vla_ros.model.processing import ImageInput
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    out = random_shift(ImageInput(x, (8, 8)), (2, 1, -2)).pixels
+    assert out.shape == x.shape
+    torch.testing.assert_close(out[..., 2:, :7], x[..., :6, 1:])  # content moved by (-1, +2)
+    torch.testing.assert_close(out[..., 0, :7], x[..., 0, 1:])  # edge rows replicated
+    assert torch.equal(random_shift(ImageInput(x, (8, 8)), (2, 0, 0)).pixels, x)
+    masked, t, shifts = position_masks(3, range(50), 35, 1e-3, 0, shift=4)
+    assert {s[0] for s in shifts} == {4}
+    assert min(min(s[1:]) for s in shifts) == -4 and max(max(s[1:]) for s in shifts) == 4
+    # drawing shifts after the masks leaves the masks of a run without shift unchanged
+    plain, t0, none = position_masks(3, range(50), 35, 1e-3, 0)
+    assert none is None and torch.equal(plain, masked) and torch.equal(t0, t)
+
+
+def test_validation_metrics_and_the_collapse_warning():
+    from llada_vla_ros.finetuning.validation import collapsed_dims, describe, evaluate
+
+    model = make_model(seed=5)
+    tok = tiny_tokenizer(model)
+    ex = synthetic_examples(tok)
+    before = evaluate(model, tok, ex)
+    assert set(before) >= {"loss", "token_accuracy", "token_accuracy_per_dim", "bins_used",
+                           "target_bins", "collapsed"}
+    assert before == evaluate(model, tok, ex)  # fixed masks: the same figures each time
+    # a model that predicts one bin per dimension whatever the input is called collapsed
+    assert collapsed_dims([1, 1, 9, 2, 2, 2, 2], [12, 20, 12, 3, 2, 2, 2]) == ["x", "y"]
+    line = describe({**before, "step": 7, "collapsed": ["x"], "bins_used": [1] * 7,
+                     "target_bins": [12] * 7})
+    assert "step 7" in line and "warning: predictions collapse" in line and "x 1 of 12" in line
+    losses = train(model, tok, ex, steps=150, lr=3e-3, batch_size=8, reweight=False,
+                   warmup_steps=20, cosine=True, progress=False)
+    after = evaluate(model, tok, ex)
+    assert after["loss"] < 0.2 * before["loss"] and after["token_accuracy"] > 0.9
+    assert losses[-1] < losses[0]
 
 
 # ----------------------------------------------------------------------------- tiny checkpoint

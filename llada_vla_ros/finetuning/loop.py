@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,7 @@ from tqdm import tqdm
 from .objective import as_example, diffusion_sums, sample_mask
 
 STATE_FILE = "trainer_state.json"
+CACHE_BYTES = 1 << 30  # preprocessed images of a list dataset kept in memory up to this
 CHECKPOINTS = "checkpoints"
 
 # The paper's fine-tuning recipe (LLaDA-VLA section 4): 3 epochs, learning rate 2e-5, batch
@@ -63,6 +65,9 @@ class FitConfig:
     seed: int = 0
     save_every: int = 0  # training checkpoint every N steps (0 = at the end only)
     gradient_checkpointing: bool = False
+    random_shift: int = 0  # pixels: pad-and-crop augmentation of each image (0 = none)
+    eval_every: int = 0  # steps between evaluations on the validation examples (0: at the end)
+    max_seconds: Optional[float] = None  # stop after this much training time
 
 
 @dataclass
@@ -73,6 +78,9 @@ class FitResult:
     accumulation: int = 1
     processes: int = 1
     resumed_from: Optional[str] = None
+    evals: list = field(default_factory=list)  # validation records (validation.evaluate)
+    seconds: float = 0.0  # training time (evaluations and checkpoints excluded)
+    stopped: Optional[str] = None  # why the run ended before its last step
     model: object = field(default=None, repr=False)  # the prepared (wrapped) model
     accelerator: object = field(default=None, repr=False)
 
@@ -119,13 +127,19 @@ def example_indices(step: int, positions, n: int, global_batch: int, seed: int) 
     return out
 
 
-def position_masks(step: int, positions, length: int, eps: float, seed: int) -> tuple:
-    """(masked (B, length), t (B,)) for these positions of global batch ``step``."""
-    rows = []
+def position_masks(step: int, positions, length: int, eps: float, seed: int,
+                   shift: int = 0) -> tuple:
+    """(masked (B, length), t (B,), shifts) for these positions of global batch ``step``;
+    shifts: per position (pad, dx, dy) with dx, dy in [-shift, shift] (None when 0)."""
+    rows, shifts = [], []
     for j in positions:
         g = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1_000_003 + j) % 2**63)
         rows.append(sample_mask(1, length, eps, g))
-    return torch.cat([m for m, _ in rows]), torch.cat([t for _, t in rows])
+        if shift:
+            dx, dy = torch.randint(-shift, shift + 1, (2,), generator=g).tolist()
+            shifts.append((shift, dx, dy))
+    return (torch.cat([m for m, _ in rows]), torch.cat([t for _, t in rows]),
+            shifts if shift else None)
 
 
 class _Stream:
@@ -193,116 +207,212 @@ def make_accelerator(cpu: Optional[bool] = None, model=None, **kwargs):
     return Accelerator(cpu=cpu, **kwargs)
 
 
-def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=None,
-        resume: Optional[str] = None, progress: bool = True,
-        on_step=None) -> FitResult:
-    """Train ``model`` (a LladaVlaForActions, or a LoRA-wrapped one) on ``examples`` with the
-    masked-diffusion loss; ``tokenizer`` is the ActionTokenizer. ``accelerator`` comes from
-    ``make_accelerator`` (None: one made here, one process). Training checkpoints go to
-    ``out_dir/checkpoints/step-N`` every ``cfg.save_every`` steps; ``resume`` is one of
-    them. ``on_step(step, loss)`` is called on every process after each step.
-    ``export_state_dict(result)`` gives the weights to save."""
-    acc = accelerator or make_accelerator(model=model)
-    world, rank = processes(acc)
-    data = examples if isinstance(examples, (list, tuple)) else None
-    if data is not None:
-        data = [as_example(e) for e in data]
-        if not data:
-            raise ValueError("no training examples")
-    known = data if data is not None else examples if hasattr(examples, "__len__") else None
-    steps = total_steps(cfg, None if known is None else len(known))
-    micro, accum = batch_layout(cfg, world)
-    acc.gradient_accumulation_steps = accum
-    core = bare_model(acc, model)
-    A = core.config.num_action_tokens
-    warmup = (cfg.warmup_steps if cfg.warmup_steps is not None
-              else int(round(cfg.warmup_ratio * steps)))
+class Trainer:
+    """The loop, resumable in memory: ``run(n)`` trains n more steps with the same optimizer,
+    schedule and data order (segments of one run, not restarts). ``fit`` is
+    ``Trainer(...).run()``. ``val`` examples are evaluated every ``cfg.eval_every`` steps
+    (validation.py: loss, token accuracy, collapse warning) and at the end; ``log`` (e.g.
+    ``print``) receives the evaluation lines on the main process."""
 
-    for name, p in core.named_parameters():  # features come before post_layernorm
-        if "post_layernorm" in name:
-            p.requires_grad_(False)
-    if cfg.gradient_checkpointing:
-        core.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("no trainable parameters (every parameter has requires_grad=False)")
-    _deepspeed_setup(acc, core, micro, accum, cfg.global_batch)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, optimizer = acc.prepare(model, optimizer)
-    params = [p for p in model.parameters() if p.requires_grad]
+    def __init__(self, model, tokenizer, examples, cfg: FitConfig, accelerator=None,
+                 out_dir=None, resume: Optional[str] = None, progress: bool = True,
+                 on_step=None, val=None, log=None):
+        acc = self.acc = accelerator or make_accelerator(model=model)
+        self.world, self.rank = processes(acc)
+        data = examples if isinstance(examples, (list, tuple)) else None
+        if data is not None:
+            data = [as_example(e) for e in data]
+            if not data:
+                raise ValueError("no training examples")
+        self.data, self.cfg, self.tokenizer = data, cfg, tokenizer
+        self.out_dir, self.progress, self.on_step, self.log = out_dir, progress, on_step, log
+        self.val = [as_example(e) for e in val] if val else None
+        known = data if data is not None else examples if hasattr(examples, "__len__") else None
+        self.steps = total_steps(cfg, None if known is None else len(known))
+        self.micro, self.accum = batch_layout(cfg, self.world)
+        acc.gradient_accumulation_steps = self.accum
+        core = self.core = bare_model(acc, model)
+        self.A = core.config.num_action_tokens
+        self.warmup = (cfg.warmup_steps if cfg.warmup_steps is not None
+                       else int(round(cfg.warmup_ratio * self.steps)))
+        for name, p in core.named_parameters():  # features come before post_layernorm
+            if "post_layernorm" in name:
+                p.requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            core.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters (every parameter has requires_grad=False)")
+        _deepspeed_setup(acc, core, self.micro, self.accum, cfg.global_batch)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        result = self.result = FitResult(micro_batch=self.micro, accumulation=self.accum,
+                                         processes=self.world)
+        self.step = 0
+        if resume:
+            self.step, result.losses = load_checkpoint(acc, resume, cfg, self.world)
+            result.resumed_from = str(resume)
+        self.stream = _Stream(examples, self.world, self.rank) if data is None else None
+        if self.stream is not None and self.step:
+            self.stream.take(self.step * self.accum * self.micro)  # examples already seen
+        self.prompts, self.pixels = {}, _PixelCache(core, data)
+        self.seconds = 0.0
 
-    result = FitResult(micro_batch=micro, accumulation=accum, processes=world)
-    start = 0
-    if resume:
-        start, result.losses = load_checkpoint(acc, resume, cfg, world)
-        result.resumed_from = str(resume)
-    stream = _Stream(examples, world, rank) if data is None else None
-    if stream is not None and start:
-        stream.take(start * accum * micro)  # the examples already trained on
-    prompt_cache = {}
-
-    def encode(batch):
-        images = [core.preprocess(e.image) for e in batch]
-        prompts = [prompt_cache.get(e.instruction) or prompt_cache.setdefault(
+    def _encode(self, batch, indices, shifts):
+        core, A = self.core, self.A
+        images = [self.pixels.get(i, e.image) for i, e in zip(indices, batch)]
+        if shifts is not None:
+            images = [random_shift(im, s) for im, s in zip(images, shifts)]
+        prompts = [self.prompts.get(e.instruction) or self.prompts.setdefault(
             e.instruction, core.prompt_ids(e.instruction)) for e in batch]
         classes = []
         for e in batch:
-            c = tokenizer.encode(e.actions).reshape(-1)
+            c = self.tokenizer.encode(e.actions).reshape(-1)
             if c.size != A:
                 raise ValueError(f"actions must be {core.config.chunk_size}x"
                                  f"{core.config.action_dim}, got {e.actions.shape}")
             classes.append(torch.as_tensor(c))
-        return images, prompts, torch.stack(classes).to(acc.device)
+        return images, prompts, torch.stack(classes).to(self.acc.device)
 
-    model.train()
-    bar = tqdm(range(start, steps), desc="train", disable=not (progress and rank == 0),
-               initial=start, total=steps)
-    for step in bar:
-        total = torch.zeros((), device=acc.device)
-        count = torch.zeros((), device=acc.device)
-        micro_batches = []
-        for a in range(accum):
-            positions = list(range((a * world + rank) * micro, (a * world + rank + 1) * micro))
-            batch = ([data[i] for i in example_indices(step, positions, len(data),
-                                                        cfg.global_batch, cfg.seed)]
-                     if data is not None else stream.take(micro))
-            masked, t = position_masks(step, positions, A, cfg.eps, cfg.seed)
-            micro_batches.append((batch, masked.to(acc.device), t.to(acc.device)))
-            if cfg.reweight:
-                count += micro * A  # every action position is labelled
-            else:
-                count += masked.sum()
-        count = reduce_sum(count)  # the global batch's count
-        for batch, masked, t in micro_batches:
-            with acc.accumulate(model):
-                images, prompts, classes = encode(batch)
-                s, _ = diffusion_sums(model, core, images, prompts, classes, masked, t,
-                                      cfg.loss_type, cfg.reweight)
-                total += s.detach()
-                # backward divides by accumulation and DDP averages over processes: undo both,
-                # so the gradient is that of (sum over the global batch) / count
-                acc.backward(s / count.clamp(min=1) * world * accum)
-                if acc.sync_gradients and cfg.max_grad_norm:
-                    acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                for g in optimizer.param_groups:
-                    g["lr"] = cfg.lr * lr_factor(step, steps, warmup, cfg.cosine)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        loss = float(reduce_sum(total) / count.clamp(min=1))
-        result.losses.append(loss)
-        result.steps = step + 1
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if on_step is not None:
-            on_step(step, loss)
-        last = step + 1 == steps
-        if out_dir is not None and ((cfg.save_every and (step + 1) % cfg.save_every == 0)
-                                    or last):
-            save_checkpoint(acc, Path(out_dir) / CHECKPOINTS / f"step-{step + 1}", cfg,
-                            step + 1, result)
-    model.eval()
-    result.model = model
-    result.accelerator = acc
-    return result
+    def evaluate(self) -> dict:
+        """Validation metrics now (every process runs it: sharded models need them all)."""
+        from .validation import evaluate
+
+        record = evaluate(self.core, self.tokenizer, self.val, seed=self.cfg.seed,
+                          eps=self.cfg.eps, loss_type=self.cfg.loss_type, forward=self.model)
+        record.update(step=self.step, seconds=round(self.seconds, 3),
+                      examples_seen=self.step * self.cfg.global_batch)
+        self.result.evals.append(record)
+        if self.log is not None and self.rank == 0:
+            from .validation import describe
+            self.log(describe(record))
+        return record
+
+    def run(self, steps: Optional[int] = None) -> FitResult:
+        """Train ``steps`` more steps (default: to the end), stopping early at the end of
+        the run or when ``cfg.max_seconds`` of training have passed."""
+        acc, cfg, result, model = self.acc, self.cfg, self.result, self.model
+        stop = self.steps if steps is None else min(self.steps, self.step + int(steps))
+        world, rank, micro = self.world, self.rank, self.micro
+        model.train()
+        bar = tqdm(range(self.step, stop), desc="train",
+                   disable=not (self.progress and rank == 0), initial=self.step,
+                   total=self.steps)
+        for step in bar:
+            started = time.perf_counter()
+            total = torch.zeros((), device=acc.device)
+            count = torch.zeros((), device=acc.device)
+            micro_batches = []
+            for a in range(self.accum):
+                positions = list(range((a * world + rank) * micro,
+                                       (a * world + rank + 1) * micro))
+                if self.data is not None:
+                    idx = example_indices(step, positions, len(self.data), cfg.global_batch,
+                                          cfg.seed)
+                    batch = [self.data[i] for i in idx]
+                else:
+                    idx, batch = [None] * micro, self.stream.take(micro)
+                masked, t, shifts = position_masks(step, positions, self.A, cfg.eps, cfg.seed,
+                                                   cfg.random_shift)
+                if self.core.config.autoregressive:  # every token is a target
+                    masked = torch.ones_like(masked)
+                micro_batches.append((batch, idx, shifts, masked.to(acc.device),
+                                      t.to(acc.device)))
+                count += micro * self.A if cfg.reweight else masked.sum()
+            count = reduce_sum(count)  # the global batch's count
+            for batch, idx, shifts, masked, t in micro_batches:
+                with acc.accumulate(model):
+                    images, prompts, classes = self._encode(batch, idx, shifts)
+                    s, _ = diffusion_sums(model, self.core, images, prompts, classes, masked,
+                                          t, cfg.loss_type, cfg.reweight)
+                    total += s.detach()
+                    # backward divides by accumulation and DDP averages over processes: undo
+                    # both, so the gradient is that of (sum over the global batch) / count
+                    acc.backward(s / count.clamp(min=1) * world * self.accum)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = cfg.lr * lr_factor(step, self.steps, self.warmup, cfg.cosine)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+            loss = float(reduce_sum(total) / count.clamp(min=1))
+            result.losses.append(loss)
+            self.step = result.steps = step + 1
+            self.seconds += time.perf_counter() - started
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if self.on_step is not None:
+                self.on_step(step, loss)
+            last = self.step == self.steps
+            out_of_time = cfg.max_seconds is not None and self.seconds >= cfg.max_seconds
+            if self.val and ((cfg.eval_every and self.step % cfg.eval_every == 0)
+                             or last or out_of_time):
+                self.evaluate()
+                model.train()
+            if self.out_dir is not None and ((cfg.save_every and self.step % cfg.save_every == 0)
+                                             or last or out_of_time):
+                save_checkpoint(acc, Path(self.out_dir) / CHECKPOINTS / f"step-{self.step}",
+                                cfg, self.step, result)
+            if out_of_time:
+                result.stopped = f"time budget of {cfg.max_seconds:g} s"
+                break
+        bar.close()
+        model.eval()
+        result.seconds = self.seconds
+        result.model, result.accelerator = model, acc
+        return result
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.steps or self.result.stopped is not None
+
+
+def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=None,
+        resume: Optional[str] = None, progress: bool = True,
+        on_step=None, val=None, log=None) -> FitResult:
+    """Train ``model`` (a LladaVlaForActions, or a LoRA-wrapped one) on ``examples`` with the
+    masked-diffusion loss; ``tokenizer`` is the ActionTokenizer. ``accelerator`` comes from
+    ``make_accelerator`` (None: one made here, one process). Training checkpoints go to
+    ``out_dir/checkpoints/step-N`` every ``cfg.save_every`` steps; ``resume`` is one of
+    them. ``on_step(step, loss)`` is called on every process after each step; ``val`` and
+    ``log`` as in ``Trainer``. ``export_state_dict(result)`` gives the weights to save."""
+    return Trainer(model, tokenizer, examples, cfg, accelerator, out_dir, resume, progress,
+                   on_step, val, log).run()
+
+
+def random_shift(image, shift) -> "ImageInput":
+    """DrQ's augmentation: every crop padded by ``pad`` pixels (edge replicated) and cut
+    back to its size ``dx, dy`` pixels off centre; ``shift`` = (pad, dx, dy)."""
+    import torch.nn.functional as F
+
+    from ..model.processing import ImageInput
+
+    pad, dx, dy = shift
+    x = image.pixels
+    S = x.shape[-1]
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    return ImageInput(padded[..., pad + dy:pad + dy + S, pad + dx:pad + dx + S], image.size)
+
+
+class _PixelCache:
+    """Preprocessed images of a list dataset, computed once (a resize to the model's input
+    per example per step otherwise costs as much as a small model's forward), kept while
+    the whole dataset fits in CACHE_BYTES."""
+
+    def __init__(self, core, data):
+        self.core, self.cache, self.enabled = core, {}, False
+        if data:
+            first = core.preprocess(data[0].image).pixels
+            self.enabled = first.numel() * first.element_size() * len(data) <= CACHE_BYTES
+
+    def get(self, index, image):
+        if not self.enabled or index is None:
+            return self.core.preprocess(image)
+        hit = self.cache.get(index)
+        if hit is None:
+            hit = self.cache[index] = self.core.preprocess(image)
+        return hit
 
 
 def _deepspeed_setup(acc, core, micro: int, accum: int, global_batch: int) -> None:

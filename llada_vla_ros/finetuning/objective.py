@@ -78,12 +78,11 @@ def lsc_loss(local_logits: torch.Tensor, token_labels: torch.Tensor, masked: tor
 
 
 def sample_mask(batch: int, length: int, eps: float, generator: torch.Generator):
-    """t ~ U(eps, 1) per sample; each position masked with probability t, at least one."""
+    """t ~ U(eps, 1) per sample; each position masked with probability t, independently
+    (LLaDA's forward process). A row may have no masked position: forcing one there would
+    weight it by 1/t (up to 1/eps) and bias the estimator of eq. 5 upwards."""
     t = eps + (1.0 - eps) * torch.rand(batch, generator=generator)
-    masked = torch.rand(batch, length, generator=generator) < t[:, None]
-    forced = torch.randint(length, (batch,), generator=generator)
-    masked[torch.arange(batch), forced] |= ~masked.any(1)
-    return masked, t
+    return torch.rand(batch, length, generator=generator) < t[:, None], t
 
 
 def diffusion_step_loss(model, pixel_values, prompts, classes,
@@ -101,11 +100,18 @@ def diffusion_sums(forward, model, images, prompts, classes, masked, t,
                    loss_type: str = "lsc", reweight: bool = True) -> tuple:
     """(sum, count) of the masked-diffusion loss of (B, K*D) target ``classes`` with the
     positions ``masked`` (B, K*D) masked at ratio ``t`` (B,). ``forward`` runs the model
-    (the model itself, or its DDP/FSDP/DeepSpeed/LoRA wrapper); ``model`` is the bare one."""
+    (the model itself, or its DDP/FSDP/DeepSpeed/LoRA wrapper); ``model`` is the bare one.
+    An autoregressive model gets the cross-entropy of every token given the true earlier
+    ones (teacher forcing; ``masked`` and ``t`` are not used)."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     targets = model.classes_to_ids(classes)  # vocabulary ids of the true action tokens
-    inputs = model.classes_to_ids(torch.where(masked, torch.full_like(classes, -1), classes))
+    if model.config.autoregressive:  # next-token prediction of every token: no mask
+        masked, t = torch.ones_like(masked), torch.ones_like(t)
+        inputs = targets
+    else:
+        inputs = model.classes_to_ids(torch.where(masked, torch.full_like(classes, -1),
+                                                  classes))
     logits = forward(images, prompts, inputs, localized=(loss_type == "lsc"))
     if loss_type == "lsc":
         targets = localize_labels(targets, model.config.action_token_ids)

@@ -1,6 +1,9 @@
 """LladaVlaConfig: sizes of the vision tower, projector and diffusion backbone, plus the
 action-token layout. The defaults are LLaDA-V's (``full()``); ``tiny()`` is a sub-million
-parameter model for tests and demos, with its own small special ids."""
+parameter model for tests and demos, with its own small special ids; ``small()`` is the
+size that learns the simulated tasks on a CPU (a convolutional stem in front of the same
+SigLIP encoder, and a spatial-softmax keypoint token beside it; sizes chosen by
+measurement, docs/results.md)."""
 from __future__ import annotations
 
 import re
@@ -17,12 +20,24 @@ FULL_VISION = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=2
 TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                    num_attention_heads=4, patch_size=8, image_size=32,
                    hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False)
+SMALL_VISION = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                    num_attention_heads=4, patch_size=16, image_size=64,
+                    hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False)
+# How pixels become the vision transformer's tokens: SigLIP's one strided convolution per
+# patch ("patch"), or a convolutional stem (3x3 stride-2 convolutions down to the patch
+# grid, then a 1x1 projection: "conv"), which a tower trained from scratch needs to learn
+# where small objects are. Position embeddings: SigLIP's learned table ("learned"), or a
+# fixed 2-D sine-cosine table of (row, column) ("sincos2d").
+VISION_STEMS = ("patch", "conv")
+VISION_POSITION_EMBEDDINGS = ("learned", "sincos2d")
 
 # Special ids of the tiny byte-level tokenizer (see processing.build_tiny_tokenizer):
 # 256 byte tokens, then these, then the 32 action tokens.
 TINY_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>",
                        "<|end_header_id|>", "<|eot_id|>", "<|mdm_mask|>", "<image>", "<|pad|>"]
 TINY_FIRST_ACTION_ID = 256 + len(TINY_SPECIAL_TOKENS)
+# small(): the same ids, then the word tokens of build_tiny_tokenizer(words=True).
+SMALL_VOCAB_SIZE = 1024
 
 # LLaDA-V's input (its ``conv_llava_llada`` template and training arguments): a system turn,
 # anyres tiling on a grid of up to 6 x 6 tiles, features unpadded and bilinearly reduced to
@@ -46,7 +61,8 @@ class LladaVlaConfig(PretrainedConfig):
     Action layout: ``num_bins`` local classes map to ``action_token_ids`` (vocabulary ids);
     a chunk is ``chunk_size`` x ``action_dim`` tokens. ``prefix_attention_mask=True`` stops
     prompt positions from attending to action positions (exact prefix cache); the paper's
-    default is full bidirectional attention (False).
+    default is full bidirectional attention (False). ``autoregressive=True`` makes the
+    same network a causal next-token predictor of the action tokens (the baseline).
     """
 
     model_type = "llada_vla"
@@ -65,10 +81,34 @@ class LladaVlaConfig(PretrainedConfig):
                  tie_word_embeddings: bool = False,
                  system_prompt: Optional[str] = LLADA_V_SYSTEM_PROMPT,
                  image_aspect_ratio: str = "anyres_max_4", image_grid_pinpoints=None,
-                 mm_patch_merge_type: str = "spatial_unpad", **kwargs):
+                 mm_patch_merge_type: str = "spatial_unpad", vision_stem: str = "patch",
+                 vision_position_embedding: str = "learned", vision_keypoints: int = 0,
+                 autoregressive: bool = False, **kwargs):
         if not isinstance(vision_config, SiglipVisionConfig):
             vision_config = SiglipVisionConfig(**{**FULL_VISION, **(vision_config or {})})
         self.vision_config = vision_config
+        if vision_stem not in VISION_STEMS:
+            raise ValueError(f"vision_stem must be one of {VISION_STEMS}, got {vision_stem!r}")
+        patch = int(vision_config.patch_size)
+        if vision_stem == "conv" and (patch < 2 or patch & (patch - 1)):
+            raise ValueError(f"vision_stem 'conv' halves the image per layer: patch_size must "
+                             f"be a power of two >= 2, got {patch}")
+        if vision_position_embedding not in VISION_POSITION_EMBEDDINGS:
+            raise ValueError(f"vision_position_embedding must be one of "
+                             f"{VISION_POSITION_EMBEDDINGS}, got {vision_position_embedding!r}")
+        if vision_position_embedding == "sincos2d" and int(vision_config.hidden_size) % 4:
+            raise ValueError("vision_position_embedding 'sincos2d' needs a vision hidden_size "
+                             "divisible by 4")
+        self.vision_stem, self.vision_position_embedding = vision_stem, vision_position_embedding
+        # A spatial-softmax branch beside the tower (small): K feature maps -> their expected
+        # image coordinates -> one extra image token (modeling.SpatialKeypoints).
+        self.vision_keypoints = int(vision_keypoints)
+        if self.vision_keypoints < 0:
+            raise ValueError(f"vision_keypoints must be >= 0, got {vision_keypoints}")
+        if self.vision_keypoints and (image_aspect_ratio != "square"
+                                      or mm_patch_merge_type != "flat"):
+            raise ValueError("vision_keypoints needs the square input (image_aspect_ratio "
+                             "'square', mm_patch_merge_type 'flat')")
         if projector_type != "mlp2x_gelu":
             raise ValueError(f"only projector_type 'mlp2x_gelu' is supported, got "
                              f"{projector_type!r}")
@@ -98,6 +138,9 @@ class LladaVlaConfig(PretrainedConfig):
         self.action_token_ids = validate_action_token_ids(
             action_token_ids, num_bins, self.mask_token_id, self.vocab_size)
         self.prefix_attention_mask = bool(prefix_attention_mask)
+        # The diffusion-vs-autoregressive baseline (the paper's Table 1 peer, OpenVLA-style):
+        # causal attention, the action tokens predicted left to right (decoding.py).
+        self.autoregressive = bool(autoregressive)
         # input format
         self.system_prompt = system_prompt.strip() if system_prompt else None
         if image_aspect_ratio != "square" and image_aspect_ratio != "anyres" \
@@ -131,8 +174,10 @@ class LladaVlaConfig(PretrainedConfig):
 
     @property
     def num_image_tokens(self) -> int:
-        """Vision tokens per crop (per image with the square input)."""
-        return (self.image_size // int(self.vision_config.patch_size)) ** 2
+        """Vision tokens per crop (per image with the square input), the keypoint token
+        included."""
+        return ((self.image_size // int(self.vision_config.patch_size)) ** 2
+                + int(self.vision_keypoints > 0))
 
     @property
     def grid_pinpoints(self) -> list:
@@ -156,7 +201,12 @@ class LladaVlaConfig(PretrainedConfig):
     @classmethod
     def tiny(cls, **overrides) -> "LladaVlaConfig":
         """A ~0.6M-parameter model (hidden 128, 2 layers, GQA 4/2 heads, 32x32 images) with the
-        tiny byte-level tokenizer's ids. A large init (0.1) makes it overfit in ~100 steps."""
+        tiny byte-level tokenizer's ids. A large init (0.1) makes it overfit in ~100 steps.
+
+        A partial ``vision_config`` dict fills its other keys from tiny's tower, and a
+        ``hidden_size`` override scales what depends on it (heads of 32 dimensions, half as
+        many key/value heads, a 3x MLP, init at most 1/sqrt(hidden_size)), unless those are
+        given too."""
         ids = {tok: 256 + i for i, tok in enumerate(TINY_SPECIAL_TOKENS)}
         num_bins = overrides.get("num_bins", 32)
         args = dict(
@@ -168,5 +218,58 @@ class LladaVlaConfig(PretrainedConfig):
             end_header_id=ids["<|end_header_id|>"], eot_token_id=ids["<|eot_id|>"],
             action_token_ids=list(range(TINY_FIRST_ACTION_ID, TINY_FIRST_ACTION_ID + num_bins)),
         )
-        args.update(overrides)
-        return cls(**args)
+        return cls(**_sized(args, overrides, TINY_VISION))
+
+    @classmethod
+    def small(cls, **overrides) -> "LladaVlaConfig":
+        """The CPU-trainable size (~1.3 M parameters; docs/results.md has the sweep that chose
+        it): 64x64 images through a convolutional stem to a 4x4 grid of tokens (learned
+        position table) in a 2-layer 128-wide SigLIP encoder, plus one spatial-softmax
+        keypoint token (32 keypoints); a 2-layer 128-wide bidirectional backbone (GQA 4/2
+        heads, init 1/sqrt(128)); the word-level offline tokenizer's ids
+        (``build_tiny_tokenizer(words=True)``)."""
+        ids = {tok: 256 + i for i, tok in enumerate(TINY_SPECIAL_TOKENS)}
+        num_bins = overrides.get("num_bins", 32)
+        args = dict(
+            **SQUARE_INPUT, vision_config=dict(SMALL_VISION), vision_stem="conv",
+            vision_position_embedding="learned", vision_keypoints=32,
+            vocab_size=SMALL_VOCAB_SIZE, hidden_size=128, intermediate_size=384,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            rope_theta=10000.0, initializer_range=0.088,
+            mask_token_id=ids["<|mdm_mask|>"], bos_token_id=ids["<|startoftext|>"],
+            eos_token_id=ids["<|endoftext|>"], start_header_id=ids["<|start_header_id|>"],
+            end_header_id=ids["<|end_header_id|>"], eot_token_id=ids["<|eot_id|>"],
+            action_token_ids=list(range(TINY_FIRST_ACTION_ID, TINY_FIRST_ACTION_ID + num_bins)),
+        )
+        return cls(**_sized(args, overrides, SMALL_VISION))
+
+
+NAMED_CONFIGS = ("tiny", "small")
+
+
+def named_config(name: str, **overrides) -> LladaVlaConfig:
+    """``LladaVlaConfig.tiny`` or ``.small`` by name (``llada-vla-train --init NAME``)."""
+    if name not in NAMED_CONFIGS:
+        raise ValueError(f"unknown config {name!r}; named configs: {', '.join(NAMED_CONFIGS)}")
+    return getattr(LladaVlaConfig, name)(**overrides)
+
+
+def _sized(args: dict, overrides: dict, base_vision: dict) -> dict:
+    """``args`` updated with ``overrides``: a partial vision_config fills from
+    ``base_vision``, and sizes that follow hidden_size follow an overridden one."""
+    overrides = dict(overrides)
+    vision = overrides.pop("vision_config", None)
+    if vision is not None and not isinstance(vision, SiglipVisionConfig):
+        vision = {**base_vision, **vision}
+    if "hidden_size" in overrides and overrides["hidden_size"] != args["hidden_size"]:
+        h = int(overrides["hidden_size"])
+        heads = overrides.get("num_attention_heads", max(1, h // 32))
+        derived = dict(num_attention_heads=heads,
+                       num_key_value_heads=max(1, heads // 2) if heads % 2 == 0 else heads,
+                       intermediate_size=3 * h,
+                       initializer_range=min(args["initializer_range"], round(h ** -0.5, 4)))
+        args.update(derived)
+    args.update(overrides)
+    if vision is not None:
+        args["vision_config"] = vision
+    return args

@@ -68,12 +68,15 @@ class Observation:
     prefix_embeds: (1, P, H) prompt embeddings with the projected image features spliced in.
     prompt_ids: prompt ids (P - N + 1 of them) with ``config.image_token_index`` for the image.
     image_span: [start, stop) of the N image features inside ``prefix_embeds``.
+    A batch of observations (``prepare_batch``): (B, P, H) left-padded embeddings with
+    ``prefix_valid`` (B, P) marking the real positions; ids, span and instruction of row 0.
     """
 
     prefix_embeds: torch.Tensor
     prompt_ids: list
     image_span: tuple
     instruction: str
+    prefix_valid: Optional[torch.Tensor] = None
 
     @property
     def prefix_len(self) -> int:
@@ -173,6 +176,14 @@ def causal_mask(T: int, S: int, device) -> torch.Tensor:
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
 
+def padding_mask(valid: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, S) from the (B, S) real positions of left-padded rows: every query sees the
+    real keys and itself (a padding query with no key at all would give NaN under a causal
+    mask, and NaN values leak through zero attention weights)."""
+    eye = torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
+    return (valid[:, None, :] | eye)[:, None]
+
+
 class Backbone(nn.Module):
     """LLaDA's transformer: ``embed_tokens``, ``layers``, final ``norm`` (Llama names)."""
 
@@ -211,6 +222,82 @@ class Backbone(nn.Module):
         return self.norm(x), cache
 
 
+# ----------------------------------------------------------------------------- vision options
+
+class ConvStem(nn.Module):
+    """``vision_stem='conv'``: 3x3 stride-2 convolutions (GELU between; 32, 64, ... channels)
+    from the image down to the patch grid, then a 1x1 projection to the tower's width. It
+    replaces SigLIP's one-convolution patch embedding (same output: (B, width, T, T))."""
+
+    def __init__(self, channels: int, width: int, patch_size: int):
+        super().__init__()
+        sizes = [channels] + [min(width, 32 * 2 ** i) for i in range(int(math.log2(patch_size)))]
+        layers = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GELU()]
+        self.layers = nn.Sequential(*layers, nn.Conv2d(sizes[-1], width, 1))
+
+    @property
+    def weight(self) -> torch.Tensor:  # SigLIP's embeddings read the patch conv's dtype
+        return self.layers[0].weight
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid*grid, dim) fixed position table in row-major patch order: the first half of
+    each row encodes the patch's row, the second half its column (MAE's 2-D sin-cos)."""
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    pos = torch.arange(grid, dtype=torch.float64)[:, None] * omega  # (grid, dim/4)
+    one = torch.cat([pos.sin(), pos.cos()], dim=1)  # (grid, dim/2)
+    rows = one[:, None, :].expand(grid, grid, -1)
+    cols = one[None, :, :].expand(grid, grid, -1)
+    return torch.cat([rows, cols], dim=-1).reshape(grid * grid, dim).float()
+
+
+class SpatialKeypoints(nn.Module):
+    """``vision_keypoints=K``: a small convolutional branch beside the vision tower whose K
+    feature maps (at a quarter of the image size) become their expected image coordinates
+    under a spatial softmax (Levine et al. 2016, "End-to-end training of deep visuomotor
+    policies"), projected into one extra image token. A tower trained from scratch learns
+    where small objects are slowly; coordinates it can read directly, it uses at once."""
+
+    def __init__(self, keypoints: int, width: int):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.GELU(), nn.Conv2d(64, keypoints, 1))
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.proj = nn.Sequential(nn.Linear(2 * keypoints, width), nn.GELU(),
+                                  nn.Linear(width, width))
+
+    def coordinates(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, K, 2) expected (x, y) in [-1, 1] of each feature map."""
+        f = self.convs(pixels)
+        B, K, H, W = f.shape
+        p = torch.softmax(f.flatten(2).float() / self.log_temperature.exp(), -1).view(B, K, H, W)
+        xs = torch.linspace(-1, 1, W, device=f.device)
+        ys = torch.linspace(-1, 1, H, device=f.device)
+        return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1).to(f.dtype)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 1, width) keypoint token."""
+        return self.proj(self.coordinates(pixels).flatten(1))[:, None]
+
+
+def fix_position_table(tower: SiglipVisionModel, c: LladaVlaConfig) -> None:
+    """``vision_position_embedding='sincos2d'``: the tower's position table set to
+    ``sincos_2d`` and frozen."""
+    v, emb = c.vision_config, tower.embeddings
+    table = sincos_2d(int(v.image_size) // int(v.patch_size), int(v.hidden_size))
+    with torch.no_grad():
+        emb.position_embedding.weight.copy_(table)
+    emb.position_embedding.weight.requires_grad_(False)
+
+
 # ----------------------------------------------------------------------------- the model
 
 class LladaVlaForActions(PreTrainedModel):
@@ -227,15 +314,27 @@ class LladaVlaForActions(PreTrainedModel):
         super().__init__(config)
         c = config
         self.vision_tower = SiglipVisionModel(c.vision_config)
+        if c.vision_stem == "conv":
+            v = c.vision_config
+            self.vision_tower.embeddings.patch_embedding = ConvStem(
+                int(v.num_channels), int(v.hidden_size), int(v.patch_size))
         self.mm_projector = nn.Sequential(  # "mlp2x_gelu"
             nn.Linear(c.vision_config.hidden_size, c.hidden_size), nn.GELU(),
             nn.Linear(c.hidden_size, c.hidden_size))
+        if c.vision_keypoints:
+            self.keypoints = SpatialKeypoints(c.vision_keypoints, c.hidden_size)
         self.model = Backbone(c)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
         if c.uses_image_newline:  # LLaDA-V's model.image_newline, ends each feature row
             self.image_newline = nn.Parameter(torch.randn(c.hidden_size) / c.hidden_size ** 0.5)
         self.tokenizer = None  # text tokenizer; from_pretrained attaches tokenizer.json
         self.post_init()
+        if c.vision_position_embedding == "sincos2d":  # after post_init's random table
+            fix_position_table(self.vision_tower, c)
+        if c.vision_keypoints:  # torch's fan-in init (post_init's std 0.02 flattens the maps)
+            for m in self.keypoints.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    m.reset_parameters()
 
     # -- loading / saving (safetensors only, local directories only; see checkpoint.py)
     @classmethod
@@ -255,9 +354,13 @@ class LladaVlaForActions(PreTrainedModel):
     # -- prompt
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) crops -> (B, T*T, H) projected features. Features are the output of
-        the last kept encoder layer, before post_layernorm (LLaVA's ``hidden_states[-1]``)."""
+        the last kept encoder layer, before post_layernorm (LLaVA's ``hidden_states[-1]``),
+        then the keypoint token when the config has one."""
         out = self.vision_tower(pixel_values, output_hidden_states=True)
-        return self.mm_projector(out.hidden_states[-1])
+        feats = self.mm_projector(out.hidden_states[-1])
+        if self.config.vision_keypoints:
+            feats = torch.cat([feats, self.keypoints(pixel_values.to(feats.dtype))], dim=1)
+        return feats
 
     def image_features(self, images) -> list:
         """ImageInputs (or a (B, 3, S, S) tensor of square-input images) -> one (N_i, H)
@@ -322,6 +425,21 @@ class LladaVlaForActions(PreTrainedModel):
         embeds, span = self.embed_prompt(ids, self.image_features([image])[0])
         return Observation(embeds[None], ids, span, instruction)
 
+    @torch.no_grad()
+    def prepare_batch(self, images, instructions: Sequence[str]) -> Observation:
+        """``prepare`` for B (image, instruction) pairs in one vision pass: an Observation
+        of B left-padded rows, for batched ``action_logits`` and decoding."""
+        if len(images) != len(instructions) or not len(images):
+            raise ValueError("give as many images as instructions, at least one")
+        for text in instructions:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("instruction is empty")
+        ids = [self.prompt_ids(t) for t in instructions]
+        embeds, valid = self.prefix_embeds([self.preprocess(im) for im in images], ids)
+        marker = ids[0].index(self.config.image_token_index)
+        span = (marker, marker + embeds.shape[1] - len(ids[0]) + 1)
+        return Observation(embeds, ids[0], span, instructions[0], valid)
+
     # -- action positions
     def action_token_ids(self, device=None) -> torch.Tensor:
         return torch.tensor(self.config.action_token_ids, dtype=torch.long,
@@ -349,15 +467,23 @@ class LladaVlaForActions(PreTrainedModel):
         Without ``cache``: one pass over [prefix | actions]; ``use_cache`` also returns the
         prefix positions' K/V from that pass. With ``cache``: only the actions go through
         the backbone, attending to the cached prefix K/V and to themselves.
+        ``prefix_valid`` (B, P): the real positions of a left-padded prefix.
+        An autoregressive model (``config.autoregressive``) reads [prefix | a_0 .. a_{A-2}]
+        causally: the hidden state before each action token predicts it.
         """
+        if self.config.autoregressive:
+            return self._causal_hidden(prefix_embeds, action_ids, prefix_valid), None
         B, A = action_ids.shape
         x = self.model.embed_tokens(action_ids)
         if cache is not None:
             if cache.batch_size not in (1, B):
                 raise ValueError(f"cache batch {cache.batch_size} does not match batch {B}")
             P = cache.length
-            pos = torch.arange(P, P + A, device=x.device)
-            h, _ = self.model(x, positions=pos, past_key_values=cache)
+            mask, pos = None, torch.arange(P, P + A, device=x.device)
+            if prefix_valid is not None:
+                mask = torch.cat([prefix_valid, prefix_valid.new_ones(B, A)], 1)[:, None, None]
+                pos = prefix_valid.sum(1, keepdim=True) + torch.arange(A, device=x.device)
+            h, _ = self.model(x, positions=pos, attention_mask=mask, past_key_values=cache)
             return h, cache
         prefix = prefix_embeds.to(x.dtype)
         if prefix.shape[0] != B:
@@ -376,6 +502,23 @@ class LladaVlaForActions(PreTrainedModel):
                            use_cache=use_cache)
         return h[:, P:], (kv.truncate(P) if use_cache else None)
 
+    def _causal_hidden(self, prefix_embeds, action_ids, prefix_valid=None):
+        """Teacher forcing: hidden states at the last prefix position and the first A - 1
+        action positions of a causal pass (the positions that predict a_0 .. a_{A-1})."""
+        B, A = action_ids.shape
+        x = self.model.embed_tokens(action_ids[:, :-1])
+        prefix = prefix_embeds.to(x.dtype)
+        if prefix.shape[0] != B:
+            prefix = prefix.expand(B, -1, -1)
+        P = prefix.shape[1]
+        mask, pos = None, None
+        if prefix_valid is not None:
+            keys = torch.cat([prefix_valid, prefix_valid.new_ones(B, A - 1)], dim=1)
+            mask, pos = padding_mask(keys), (keys.long().cumsum(1) - 1).clamp(min=0)
+        h, _ = self.model(torch.cat([prefix, x], dim=1), positions=pos, attention_mask=mask,
+                          causal=True)
+        return h[:, P - 1:]
+
     @torch.no_grad()
     def action_logits(self, obs: Observation, classes, cache: Optional[KVCache] = None,
                       update_cache: bool = False):
@@ -389,15 +532,48 @@ class LladaVlaForActions(PreTrainedModel):
         ids = self.classes_to_ids(classes)
         if cache is not None and cache.length != obs.prefix_len:
             raise ValueError(f"cache holds {cache.length} positions, prompt has {obs.prefix_len}")
-        h, new = self.action_hidden(obs.prefix_embeds, ids, cache=cache,
+        h, new = self.action_hidden(obs.prefix_embeds, ids, obs.prefix_valid, cache=cache,
                                     use_cache=update_cache and cache is None)
         return self.localized_logits(h).float(), new
 
     @torch.no_grad()
     def full_logits(self, obs: Observation, classes, cache: Optional[KVCache] = None):
         """Full-vocabulary LM-head logits (B, K*D, vocab) float32 at the action positions."""
-        h, _ = self.action_hidden(obs.prefix_embeds, self.classes_to_ids(classes), cache=cache)
+        h, _ = self.action_hidden(obs.prefix_embeds, self.classes_to_ids(classes),
+                                  obs.prefix_valid, cache=cache)
         return self.lm_head(h).float()
+
+    @torch.no_grad()
+    def generate_autoregressive(self, obs: Observation) -> tuple:
+        """An autoregressive model's chunk: causal prefill of the prompt, then the A action
+        tokens left to right with a KV cache, argmax over the action classes. Returns
+        (classes (B, A), confidences (B, A) float64, forward passes)."""
+        if not self.config.autoregressive:
+            raise ValueError("generate_autoregressive needs a model trained with "
+                             "autoregressive=True")
+        valid = obs.prefix_valid
+        B = obs.prefix_embeds.shape[0]
+        pos = None if valid is None else (valid.long().cumsum(1) - 1).clamp(min=0)
+        h, cache = self.model(obs.prefix_embeds, positions=pos, causal=True, use_cache=True,
+                              attention_mask=None if valid is None else padding_mask(valid))
+        mask = None if valid is None else valid[:, None, None, :]
+        ids = self.action_token_ids(h.device)
+        nxt = (torch.full((B, 1), obs.prefix_len, device=h.device) if valid is None
+               else valid.sum(1, keepdim=True))
+        classes, conf = [], []
+        A = self.config.num_action_tokens
+        for i in range(A):
+            p = torch.softmax(self.localized_logits(h[:, -1]).double(), -1)
+            c = p.argmax(-1)
+            classes.append(c)
+            conf.append(p.gather(-1, c[:, None])[:, 0])
+            if i + 1 < A:
+                if valid is not None:
+                    mask = torch.cat([mask, mask.new_ones(B, 1, 1, 1)], dim=-1)
+                h, cache = self.model(self.model.embed_tokens(ids[c])[:, None], positions=nxt + i,
+                                      attention_mask=mask, causal=True, past_key_values=cache,
+                                      use_cache=True)
+        return torch.stack(classes, 1), torch.stack(conf, 1), A
 
     def forward(self, images, prompts, action_ids, localized: bool = True):
         """Training forward: B images (ImageInputs, or a (B, 3, S, S) tensor with the square

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..images import check_rgb
 from . import anyres
-from .configuration import TINY_SPECIAL_TOKENS
+from .configuration import SMALL_VOCAB_SIZE, TINY_SPECIAL_TOKENS
 
 IMAGE_PLACEHOLDER = "<image>"
 MEAN = STD = 0.5  # SigLIP normalization
@@ -94,19 +94,63 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
-def build_tiny_tokenizer(num_action_tokens: int = 32):
-    """Byte-level tokenizer for the tiny config: ids 0..255 are bytes, then
+# Words of the chat template and of tabletop instructions (the four simulated tasks,
+# Bridge-style verbs, objects, colours, places). With ``words=True`` each of them is one or
+# two tokens instead of one token per byte; any other text still encodes, byte by byte.
+TEMPLATE_WORDS = ("user", "assistant", "system")
+INSTRUCTION_VERBS = ("put", "place", "pick", "move", "push", "pull", "open", "close", "stack",
+                     "lift", "turn", "take", "drop", "slide", "fold", "wipe", "sweep", "flip",
+                     "knock", "grab", "go", "set", "pour", "rotate", "reach")
+INSTRUCTION_WORDS = INSTRUCTION_VERBS + (
+    "the", "a", "an", "on", "onto", "in", "into", "to", "of", "and", "from", "up", "down",
+    "over", "off", "out", "left", "right", "forward", "back", "top", "bottom", "side", "front",
+    "behind", "near", "next", "it", "spoon", "towel", "carrot", "plate", "green", "yellow",
+    "red", "blue", "white", "black", "orange", "purple", "block", "cube", "eggplant",
+    "basket", "drawer", "cup", "bowl", "pot", "pan", "sink", "table", "cloth", "gripper",
+    "knife", "fork", "banana", "corn", "mushroom", "bottle", "can", "lid", "box", "towards",
+    "object", "robot", "arm")
+
+
+def _word_merges(words, table) -> list:
+    """BPE merges that build each word left to right (prefix + next character), one word's
+    chain after the other, words after a space first. BPE applies the lowest-ranked merge
+    first, and a merge starting with the space only applies at a word's start, so those
+    words always become one token; a word without the space may come out as two."""
+    merges: dict = {}
+    for w in sorted(words, key=lambda w: (not w.startswith(" "), -len(w))):
+        chars = [table[b] for b in w.encode("utf-8")]
+        for k in range(1, len(chars)):
+            merges.setdefault(("".join(chars[:k]), chars[k]), None)
+    return list(merges)
+
+
+def build_tiny_tokenizer(num_action_tokens: int = 32, words: bool = False):
+    """Byte-level tokenizer for the tiny and small configs: ids 0..255 are bytes, then
     ``TINY_SPECIAL_TOKENS`` (256..263), then ``<|reserved_token_i|>`` action tokens.
-    Built offline with the ``tokenizers`` library; returns a PreTrainedTokenizerFast."""
+    ``words=True`` (``small()``'s tokenizer) adds BPE merges after those ids that make the
+    template's and common instruction words single tokens ("put carrot on plate": 4 instead
+    of 19), below ``SMALL_VOCAB_SIZE``. Built offline with the ``tokenizers`` library;
+    returns a PreTrainedTokenizerFast."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     table = _bytes_to_unicode()
     vocab = {table[b]: b for b in range(256)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    specials = TINY_SPECIAL_TOKENS + [f"<|reserved_token_{i}|>" for i in range(num_action_tokens)]
+    vocab.update({s: 256 + i for i, s in enumerate(specials)})  # their ids, not after merges
+    merges = []
+    if words:
+        listed = (list(TEMPLATE_WORDS) + list(INSTRUCTION_VERBS) + ["\n\n"]
+                  + [" " + w for w in INSTRUCTION_WORDS])
+        merges = _word_merges(listed, table)
+        first = 256 + len(specials)
+        if first + len(merges) > SMALL_VOCAB_SIZE:
+            raise ValueError(f"{len(merges)} word merges do not fit below {SMALL_VOCAB_SIZE}")
+        for i, (a, b) in enumerate(merges):
+            vocab[a + b] = first + i
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    specials = TINY_SPECIAL_TOKENS + [f"<|reserved_token_{i}|>" for i in range(num_action_tokens)]
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     for i, s in enumerate(specials):
         assert tok.token_to_id(s) == 256 + i, s

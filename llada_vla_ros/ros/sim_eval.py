@@ -119,6 +119,12 @@ class Operator:
         self._background.close()
 
 
+def decoding_parameters(pairs) -> dict:
+    """--decoding KEY=VALUE pairs as the node's decoding.* parameters."""
+    from llada_vla_ros.decoding import parse_options
+    return {f"decoding.{k}": v for k, v in parse_options(pairs).items()}
+
+
 def run_task_through_ros(args, task_name: str, out: Path, ready_timeout: float = 300.0,
                          log=print) -> tuple:
     """The episodes of one task with real processes; returns (episodes, videos)."""
@@ -142,7 +148,8 @@ def run_task_through_ros(args, task_name: str, out: Path, ready_timeout: float =
                                       "expert_state_file": str(state_file)},
                         env, logs / f"sim_world_{task.name}.log"),
              start_node("policy_node", {"model_path": spec, "execute": False,
-                                        "device": args.device, "dtype": args.dtype or ""},
+                                        "device": args.device, "dtype": args.dtype or "",
+                                        **decoding_parameters(args.decoding)},
                         env, logs / f"policy_node_{task.name}.log")]
     op = None
     episodes, videos = [], {}

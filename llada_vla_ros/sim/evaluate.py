@@ -100,13 +100,15 @@ def summarize(episodes: list) -> dict:
     return out
 
 
-def make_policy(spec: str, env, device: str = "cpu", dtype: Optional[str] = None):
-    """'expert' (privileged, this process), or anything ``load_policy`` takes."""
+def make_policy(spec: str, env, device: str = "cpu", dtype: Optional[str] = None,
+                decode: Optional[dict] = None):
+    """'expert' (privileged, this process), or anything ``load_policy`` takes (``decode``:
+    the decoding options of a checkpoint, as the node's ``decoding.*`` parameters)."""
     if spec == "expert":
         from .expert import expert_for
         return expert_for(env)
     from ..policy import load_policy
-    return load_policy(spec, device=device, dtype=dtype)
+    return load_policy(spec, device=device, dtype=dtype, decode=decode)
 
 
 def run_in_process(args, progress: bool = True) -> tuple:
@@ -116,8 +118,10 @@ def run_in_process(args, progress: bool = True) -> tuple:
     from .env import WidowXTabletopEnv
 
     episodes, videos = [], {}
-    shared = None if args.policy == "expert" else make_policy(args.policy, None, args.device,
-                                                              args.dtype)
+    from ..decoding import parse_options  # torch: only with a checkpoint
+
+    shared = None if args.policy == "expert" else make_policy(
+        args.policy, None, args.device, args.dtype, parse_options(args.decoding) or None)
     names = task_names(args.task)
     bar = tqdm(total=len(names) * args.episodes, desc="episodes", disable=not progress)
     for name in names:
@@ -219,6 +223,7 @@ def write_reports(out_dir, report: dict, videos: dict, fps: float = 5.0) -> dict
 
 def build_report(args, episodes: list, seconds: float, mode: str) -> dict:
     return {"policy": args.policy, "mode": mode, "layout": args.layout,
+            "decoding": list(getattr(args, "decoding", None) or []),
             "tasks": task_names(args.task),
             "seeds": f"{args.seed}..{args.seed + args.episodes - 1}",
             "image_size": "x".join(map(str, args.image_size)), "seconds": seconds,
@@ -245,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="actions executed per chunk before re-planning (in-process)")
     p.add_argument("--videos", type=int, default=1,
                    help="episodes per task recorded as MP4 and in the contact sheet")
+    p.add_argument("--decoding", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="decoding options of a checkpoint (the node's decoding.* parameters), "
+                        "e.g. strategy=vanilla steps=10 prompt_refresh_interval=1")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None)
     p.add_argument("--through-ros", action="store_true",
@@ -261,6 +269,9 @@ def check_args(args) -> None:
         raise ValueError(f"--actions-per-chunk must be >= 1, got {args.actions_per_chunk}")
     if args.videos < 0:
         raise ValueError(f"--videos must be >= 0, got {args.videos}")
+    if args.decoding:
+        from ..decoding import DecodeConfig, parse_options
+        DecodeConfig.from_dict(parse_options(args.decoding))  # a bad option, named, now
 
 
 def print_summary(report: dict, paths: dict) -> None:

@@ -1,0 +1,147 @@
+"""Shared by sim_success.py and ablations.py: expert demonstrations, training runs and
+closed-loop evaluations in the simulator, each cached on disk so a sweep resumes where it
+stopped, with its CPU time counted.
+
+- demonstrations: ``llada-vla-sim-collect`` bags under ``WORK/demos/<task>_<layout>_...``
+  (collected once for the largest count asked; a run with N demonstrations uses the first N
+  seeds);
+- training: ``llada-vla-train`` (``finetune.main``, the command line's own code) into
+  ``WORK/runs/<name>``; a run whose ``train_log.json`` exists is not trained again;
+- evaluation: ``llada-vla-sim-eval``'s in-process episodes (``sim.evaluate.run_in_process``)
+  of a checkpoint on held-out seeds, cached as ``eval_<key>.json`` beside the checkpoint.
+
+Nothing here estimates a figure: a result exists only once its run and evaluation did.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path(os.environ.get("LLADA_SIM_RUNS", ROOT / "out" / "sim_runs"))
+IMAGE_SIZE = "128x96"  # the camera's field of view at 1/5 of its size (the model sees 64x64)
+NOISE = 0.002  # the expert's action noise while collecting (as in the README's example)
+VAL_SEED = 900  # held-out bags for the training log's validation (never evaluated on)
+EVAL_SEED = 1000  # held-out random layouts: seeds EVAL_SEED ...
+
+
+class CpuClock:
+    """CPU seconds of this process and its children, per stage and in all."""
+
+    def __init__(self):
+        self.total = 0.0
+
+    def __enter__(self):
+        self._start = _cpu()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = _cpu() - self._start
+        self.total += self.seconds
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def demos(task: str, episodes: int, seed: int = 0, layout: str = "random",
+          image_size: str = IMAGE_SIZE, noise: float = NOISE, log=print) -> list:
+    """Bags of ``episodes`` successful expert episodes of ``task`` from seed ``seed`` on."""
+    from llada_vla_ros.sim import collect
+
+    out = WORK / "demos" / f"{task}_{layout}_s{seed}_{image_size}_noise{noise:g}"
+    have = sorted(p for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
+    if len(have) < episodes:
+        # collect the missing seeds (failed expert episodes are dropped, so ask a few more)
+        tmp = WORK / "demos" / "_collecting"
+        shutil.rmtree(tmp, ignore_errors=True)
+        start = seed + len(have)
+        log(f"collecting {task}: seeds {start}..{seed + episodes - 1} into {out}")
+        code = collect.main(["--task", task, "--layout", layout, "--episodes",
+                             str(episodes - len(have)), "--seed", str(start), "--out", str(tmp),
+                             "--image-size", image_size, "--noise", str(noise), "--quiet"])
+        if code != 0:
+            raise RuntimeError(f"llada-vla-sim-collect failed ({code})")
+        out.mkdir(parents=True, exist_ok=True)
+        for bag in tmp.glob(f"{task}_seed*"):
+            bag.rename(out / bag.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        have = sorted(p for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
+    return [str(p) for p in have[:episodes]]
+
+
+def train(name: str, bags: list, val_bags: list, options: list, log=print) -> tuple:
+    """(checkpoint dir, train log) of run ``name``: ``llada-vla-train BAGS --val VAL
+    OPTIONS --out WORK/runs/NAME``, unless that run finished before."""
+    from llada_vla_ros import finetune
+
+    out = WORK / "runs" / name
+    done = out / "train_log.json"
+    if not done.is_file():
+        argv = [*bags, "--val", *val_bags, "--out", str(out), "--overwrite", *options,
+                "--quiet"]
+        log(f"training {name}: llada-vla-train <{len(bags)} bags> --val <{len(val_bags)} "
+            f"bags> {' '.join(options)}")
+        clock = CpuClock()
+        with clock:
+            code = finetune.main(argv)
+        if code != 0:
+            raise RuntimeError(f"llada-vla-train failed ({code}) for {name}")
+        train_log = json.loads(done.read_text())
+        train_log["cpu_seconds"] = clock.seconds
+        done.write_text(json.dumps(train_log, indent=1))
+    return out, json.loads(done.read_text())
+
+
+def evaluate(ckpt: Path, task: str, layout: str, episodes: int, seed: int,
+             image_size: str = IMAGE_SIZE, decoding: tuple = (), actions_per_chunk: int = 5,
+             log=print) -> dict:
+    """Closed-loop outcome of ``ckpt`` on ``episodes`` seeds of ``task`` (cached)."""
+    from llada_vla_ros.sim import evaluate as E
+
+    key = hashlib.sha1(json.dumps([task, layout, episodes, seed, image_size, list(decoding),
+                                   actions_per_chunk]).encode()).hexdigest()[:12]
+    path = Path(ckpt) / f"eval_{key}.json"
+    if not path.is_file():
+        args = E.build_parser().parse_args(
+            ["--policy", str(ckpt), "--task", task, "--layout", layout, "--episodes",
+             str(episodes), "--seed", str(seed), "--image-size", image_size, "--videos", "0",
+             "--actions-per-chunk", str(actions_per_chunk), "--quiet"]
+            + (["--decoding", *decoding] if decoding else []))
+        E.check_args(args)
+        clock = CpuClock()
+        start = time.perf_counter()
+        with clock:
+            episodes_out, _ = E.run_in_process(args, progress=False)
+        summary = E.summarize(episodes_out)
+        record = {"task": task, "layout": layout, "seeds": [seed, seed + episodes - 1],
+                  "image_size": image_size, "decoding": list(decoding),
+                  "actions_per_chunk": actions_per_chunk,
+                  "summary": summary[task], "cpu_seconds": clock.seconds,
+                  "wall_seconds": time.perf_counter() - start,
+                  "outcomes": [e["success"] for e in episodes_out]}
+        path.write_text(json.dumps(record, indent=1))
+        s = summary[task]
+        log(f"  {Path(ckpt).name} {task} {layout}: {s['successes']}/{s['episodes']} "
+            f"({100 * s['success_rate']:.0f} %)")
+    return json.loads(path.read_text())
+
+
+def load_results(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+
+
+def save_results(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+
+
+def pct(s: dict) -> str:
+    """'55.0 (42.1-67.3)': success % with the 95 % Wilson interval."""
+    lo, hi = s["wilson_95"]
+    return f"{100 * s['success_rate']:.1f} ({100 * lo:.0f}-{100 * hi:.0f})"

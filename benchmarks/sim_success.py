@@ -1,0 +1,158 @@
+"""Does a model trained with this package learn the simulated tasks? Success rate against
+the number of expert demonstrations (issue 12, item 3).
+
+For each demonstration count N: N expert episodes per task (random layouts, seeds 0..N-1,
+``llada-vla-sim-collect``), one multi-task model trained on all of them from scratch
+(``llada-vla-train --init small``; 5 held-out episodes per task for the validation log),
+then closed-loop success per task on held-out random layouts (seeds 1000...) and on
+SimplerEnv's 24 grid episodes, in process (``llada-vla-sim-eval``'s episodes).
+
+    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/sim_success.py --demos 50 --steps 6000
+    python benchmarks/sim_success.py --demos 10,25,50,100 --steps 6000   # the sweep
+    python benchmarks/sim_success.py --report                           # tables + plot only
+
+Resumable: bags, checkpoints and evaluations are cached under ``out/sim_runs/`` (or
+``$LLADA_SIM_RUNS``); results are appended to ``benchmarks/results/sim_success.json``; the
+markdown table goes to ``benchmarks/results/sim_success.md`` and the plot to
+``docs/sim_success.png``. The CPU time of every stage is recorded.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import sim_runs as R
+
+RESULTS = R.ROOT / "benchmarks" / "results" / "sim_success.json"
+MARKDOWN = R.ROOT / "benchmarks" / "results" / "sim_success.md"
+PLOT = R.ROOT / "docs" / "sim_success.png"
+TASKS = ("spoon", "carrot", "stack", "eggplant")
+VAL_EPISODES = 5
+
+
+def run_name(args, n: int, seed: int) -> str:
+    return f"{args.config}-{'+'.join(args.tasks)}-n{n}-steps{args.steps}-seed{seed}"
+
+
+def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
+    name = run_name(args, n, seed)
+    clock = R.CpuClock()
+    with clock:
+        bags = [b for t in args.tasks for b in R.demos(t, n, log=log)]
+        val = [b for t in args.tasks for b in R.demos(t, VAL_EPISODES, seed=R.VAL_SEED, log=log)]
+    options = ["--init", args.config, "--steps", str(args.steps), "--seed", str(seed),
+               *args.train_options]
+    ckpt, train_log = R.train(name, bags, val, options, log=log)
+    evals = {}
+    for task in args.tasks:
+        with clock:
+            evals[f"{task}/random"] = R.evaluate(ckpt, task, "random", args.eval_episodes,
+                                                 R.EVAL_SEED, log=log)
+            if args.grid:
+                evals[f"{task}/grid"] = R.evaluate(ckpt, task, "grid", 24, 0, log=log)
+    record = {
+        "name": name, "config": args.config, "tasks": list(args.tasks), "demos_per_task": n,
+        "train_seed": seed, "steps": args.steps, "train_options": options,
+        "command": "llada-vla-train <bags> --val <bags> " + " ".join(options),
+        "examples": train_log["examples"], "training_seconds": train_log["training_seconds"],
+        "train_cpu_seconds": train_log.get("cpu_seconds"),
+        "final_val": train_log["evals"][-1] if train_log["evals"] else None,
+        "stopped": train_log.get("stopped"),
+        "evaluations": {k: {"summary": v["summary"], "cpu_seconds": v["cpu_seconds"]}
+                        for k, v in evals.items()},
+        "other_cpu_seconds": clock.total, "date": time.strftime("%Y-%m-%d"),
+    }
+    doc["runs"][name] = record
+    return record
+
+
+def markdown(doc: dict) -> str:
+    lines = ["| demos / task | train seed | steps | training min | " + " | ".join(
+        f"{t} random" for t in TASKS) + " | " + " | ".join(f"{t} grid" for t in TASKS)
+        + " | average random | average grid |", "|" + "---|" * (5 + 2 * len(TASKS) + 1)]
+    for r in sorted(doc["runs"].values(), key=lambda r: (r["demos_per_task"], r["train_seed"])):
+        ev = r["evaluations"]
+        cells = []
+        for layout in ("random", "grid"):
+            for t in TASKS:
+                s = ev.get(f"{t}/{layout}")
+                cells.append(R.pct(s["summary"]) if s else "not run")
+        avg = []
+        for layout in ("random", "grid"):
+            rates = [ev[f"{t}/{layout}"]["summary"]["success_rate"] for t in TASKS
+                     if f"{t}/{layout}" in ev]
+            avg.append(f"{100 * sum(rates) / len(rates):.1f}" if len(rates) == len(TASKS)
+                       else "not run")
+        lines.append(f"| {r['demos_per_task']} | {r['train_seed']} | {r['steps']} | "
+                     f"{r['training_seconds'] / 60:.0f} | " + " | ".join(cells + avg) + " |")
+    lines += ["", f"CPU time of all runs so far: {doc.get('cpu_seconds', 0) / 3600:.2f} h "
+              f"({doc.get('machine', '')})."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for layout, style in (("random", "o-"), ("grid", "s--")):
+        for i, t in enumerate(TASKS):
+            pts = sorted((r["demos_per_task"], r["evaluations"][f"{t}/{layout}"]["summary"])
+                         for r in doc["runs"].values() if f"{t}/{layout}" in r["evaluations"])
+            if pts:
+                ax.plot([n for n, _ in pts], [100 * s["success_rate"] for _, s in pts], style,
+                        color=f"C{i}", label=f"{t} ({layout})")
+    ax.set(xlabel="expert demonstrations per task", ylabel="closed-loop success %",
+           ylim=(-2, 102))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--demos", default="50", help="demonstrations per task, comma-separated")
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--config", default="small", help="--init of llada-vla-train")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--seeds", default="0", help="training seeds, comma-separated")
+    p.add_argument("--eval-episodes", type=int, default=50, help="random layouts per task")
+    p.add_argument("--no-grid", dest="grid", action="store_false",
+                   help="skip the 24 grid episodes per task")
+    p.add_argument("--train-options", nargs="*", default=[],
+                   help="more llada-vla-train options (after --)")
+    p.add_argument("--report", action="store_true", help="only rewrite the table and plot")
+    args = p.parse_args(argv)
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    doc = R.load_results(RESULTS)
+    if not args.report:
+        for n in (int(x) for x in args.demos.split(",")):
+            for seed in (int(x) for x in args.seeds.split(",")):
+                if run_name(args, n, seed) in doc["runs"]:
+                    print(f"{run_name(args, n, seed)}: recorded already")
+                    continue
+                start = R._cpu()
+                one_run(args, n, seed, doc)
+                doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + R._cpu() - start
+                doc["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, torch "
+                                  f"{torch.__version__}, {torch.get_num_threads()} thread(s)")
+                R.save_results(RESULTS, doc)
+    if doc["runs"]:
+        MARKDOWN.write_text(markdown(doc), encoding="utf-8")
+        plot(doc, PLOT)
+        print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
