@@ -276,3 +276,17 @@ def checkpoint_control_hz(checkpoint, unnorm_key: Optional[str] = None) -> Optio
         unnorm_key = next(iter(table))
     hz = (table.get(unnorm_key) or {}).get("control_hz")
     return float(hz) if hz else None
+
+
+def control_rate_mismatch(checkpoint, control_hz: float,
+                          unnorm_key: Optional[str] = None) -> str:
+    """'' when ``control_hz`` is the rate ``checkpoint`` was trained at (or it records none);
+    otherwise why running it at ``control_hz`` is wrong (the node logs it at start-up)."""
+    trained = checkpoint_control_hz(checkpoint, unnorm_key) if checkpoint else None
+    if not trained or abs(trained - float(control_hz)) < 1e-6:
+        return ""
+    return (f"control_hz is {float(control_hz):g} Hz but the checkpoint was trained on "
+            f"actions at {trained:g} Hz: each action is one {trained:g} Hz step, so the arm "
+            f"moves {float(control_hz) / trained:.2g}x as fast as in the demonstrations "
+            f"(set control_hz:={trained:g})")
+

@@ -194,7 +194,7 @@ def test_validation_held_out_bags_and_the_control_rate_reach_eval(tmp_path, caps
     control rate and action moments; llada-vla-eval then runs at that rate by default (a
     15 Hz recording evaluated at every frame would compare labels a third as large)."""
     from llada_vla_ros import evaluation
-    from llada_vla_ros.dataset import checkpoint_control_hz
+    from llada_vla_ros.dataset import checkpoint_control_hz, control_rate_mismatch
 
     fast = [make_demo_bag(tmp_path / f"fast{i}", "push the block right",
                           [0.3, 0.1, -0.1, 0.2, 0.15, -0.3], (200, 40, 40 * i), frames=30,
@@ -207,6 +207,10 @@ def test_validation_held_out_bags_and_the_control_rate_reach_eval(tmp_path, caps
     log = json.loads((out / "train_log.json").read_text())
     assert [e["step"] for e in log["evals"]] == [10, 20] and log["val_examples"] == 5
     assert log["control_hz"] == 5.0 and checkpoint_control_hz(out) == 5.0
+    # what the node warns at start-up when run at another rate than the training labels'
+    assert control_rate_mismatch(out, 5) == "" and control_rate_mismatch(None, 15) == ""
+    assert "trained on actions at 5 Hz" in control_rate_mismatch(out, 15)
+    assert "3x as fast" in control_rate_mismatch(out, 15)
     entry = json.loads((out / "dataset_statistics.json").read_text())["widowx_bags"]
     assert {"mean", "std", "min", "max", "q01", "q99"} <= set(entry["action"])
     assert (entry["num_transitions"], entry["num_trajectories"]) == (10, 2)

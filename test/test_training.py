@@ -245,6 +245,10 @@ def test_validation_metrics_and_the_collapse_warning():
     assert before == evaluate(model, tok, ex)  # fixed masks: the same figures each time
     # a model that predicts one bin per dimension whatever the input is called collapsed
     assert collapsed_dims([1, 1, 9, 2, 2, 2, 2], [12, 20, 12, 3, 2, 2, 2]) == ["x", "y"]
+    # ... unless its targets are mostly one bin (a dimension the expert keeps still, + noise)
+    assert collapsed_dims([1, 1, 9, 2, 2, 2, 2], [12, 20, 12, 3, 2, 2, 2],
+                          [0.1, 0.8, 0.1, 0.5, 0.5, 0.5, 0.5]) == ["x"]
+    assert all(0 < m <= 1 for m in before["target_majority"])
     line = describe({**before, "step": 7, "collapsed": ["x"], "bins_used": [1] * 7,
                      "target_bins": [12] * 7})
     assert "step 7" in line and "warning: predictions collapse" in line and "x 1 of 12" in line

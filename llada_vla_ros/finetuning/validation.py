@@ -10,7 +10,9 @@
 - ``bins_used`` / ``target_bins``: distinct classes among those predictions and among the
   targets, per dimension. A model that predicts the most frequent bins whatever the image
   (what the first default fine-tunes did) uses a handful of bins where the targets use
-  dozens: ``collapsed`` names such dimensions.
+  dozens: ``collapsed`` names such dimensions. A dimension whose targets sit mostly in one
+  bin (``target_majority`` > MAX_MAJORITY: e.g. the yaw of an expert that never turns, plus
+  noise) is not judged: its most frequent bin is the right answer whatever the image.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from .objective import as_example, diffusion_sums, sample_mask
 # targets use (dimensions whose targets use fewer than MIN_TARGET_BINS are not judged).
 COLLAPSE_SHARE = 0.25
 MIN_TARGET_BINS = 4
+MAX_MAJORITY = 0.5  # share of a dimension's targets in its most frequent bin
 DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 
 
@@ -70,21 +73,25 @@ def evaluate(model, tokenizer, examples, batch_size: int = 32, seed: int = 0,
     per_dim = (pred == true).mean(axis=(0, 1))
     used = [int(len(np.unique(pred[..., d]))) for d in range(D)]
     target_bins = [int(len(np.unique(true[..., d]))) for d in range(D)]
+    majority = [float(np.unique(true[..., d], return_counts=True)[1].max() / true[..., d].size)
+                for d in range(D)]
     record = {"examples": len(examples), "loss": total / max(count, 1.0),
               "token_accuracy": float((pred == true).mean()),
               "token_accuracy_per_dim": [float(a) for a in per_dim],
-              "bins_used": used, "target_bins": target_bins,
-              "collapsed": collapsed_dims(used, target_bins)}
+              "bins_used": used, "target_bins": target_bins, "target_majority": majority,
+              "collapsed": collapsed_dims(used, target_bins, majority)}
     if predictions:
         record.update(predictions=pred, targets=true)
     return record
 
 
-def collapsed_dims(used, target_bins) -> list:
+def collapsed_dims(used, target_bins, majority=None) -> list:
     """Names of the dimensions whose predictions use under COLLAPSE_SHARE of the bins their
-    targets use."""
-    return [dim_name(d) for d, (u, n) in enumerate(zip(used, target_bins))
-            if n >= MIN_TARGET_BINS and u < COLLAPSE_SHARE * n]
+    targets use, among those whose targets are spread (``majority``: the share of each
+    dimension's targets in its most frequent bin; None: all spread)."""
+    majority = majority or [0.0] * len(used)
+    return [dim_name(d) for d, (u, n, m) in enumerate(zip(used, target_bins, majority))
+            if n >= MIN_TARGET_BINS and m <= MAX_MAJORITY and u < COLLAPSE_SHARE * n]
 
 
 def describe(record: dict) -> str:

@@ -179,6 +179,11 @@ class PolicyRuntime:
             return error
         self.loop.set_policy(True)
         self.log.info(f"policy ready: {self.policy.model_id}")
+        from llada_vla_ros.dataset import control_rate_mismatch  # torch: only with a model
+
+        mismatch = control_rate_mismatch(s["model_path"], s["control_hz"], s["unnorm_key"] or None)
+        if mismatch:
+            self.log.warning(mismatch)
         return ""
 
     def start_worker(self, load: bool) -> None:
