@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import time
 
 import sim_runs as R
@@ -69,11 +70,12 @@ ORDER = ("table5", "ar", "table6", "steps", "cache")
 
 
 def run(args, variant: str, seed: int, log=print):
-    name = f"ablation-{args.task}-n{args.demos}-steps{args.steps}-{variant}-seed{seed}"
+    name = (f"ablation-{args.task}-n{args.demos}-steps{args.steps}"
+            f"{R.recipe_tag(args.train_options)}-{variant}-seed{seed}")
     bags = R.demos(args.task, args.demos, log=log)
     val = R.demos(args.task, 5, seed=R.VAL_SEED, log=log)
     options = ["--init", "small", "--steps", str(args.steps), "--seed", str(seed),
-               *TRAINING[variant]]
+               *args.train_options, *TRAINING[variant]]
     return name, options, R.train(name, bags, val, options, log=log)
 
 
@@ -86,6 +88,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--train-options", default="", type=shlex.split,
+                   help="llada-vla-train options for every run (the recipe; part of "
+                        "the run names), e.g. --train-options='--lr 1e-3'")
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
     groups = ORDER if args.groups == "all" else [g for g in args.groups.split(",") if g]
@@ -101,7 +106,8 @@ def main(argv=None) -> int:
         for group in groups:
             for label, (variant, decoding, per_chunk) in EVALS[group].items():
                 for seed in (int(s) for s in args.seeds.split(",")):
-                    key = f"{group}|{label}|{args.task}|n{args.demos}|{args.steps}|{seed}"
+                    key = (f"{group}|{label}|{args.task}|n{args.demos}|{args.steps}"
+                           f"{R.recipe_tag(args.train_options)}|{seed}")
                     if key in doc["rows"]:
                         continue
                     start = R._cpu()

@@ -132,6 +132,12 @@ def evaluate(ckpt: Path, task: str, layout: str, episodes: int, seed: int,
     return json.loads(path.read_text())
 
 
+def recipe_tag(train_options: list) -> str:
+    """The run-name part of llada-vla-train options given beside the defaults ('' for none):
+    runs trained with other options never share a cache entry."""
+    return "".join("-" + o.lstrip("-").replace("=", "") for o in train_options)
+
+
 def load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
 

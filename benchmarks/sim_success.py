@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import time
 from pathlib import Path
 
@@ -34,7 +35,8 @@ VAL_EPISODES = 5
 
 
 def run_name(args, n: int, seed: int) -> str:
-    return f"{args.config}-{'+'.join(args.tasks)}-n{n}-steps{args.steps}-seed{seed}"
+    return (f"{args.config}-{'+'.join(args.tasks)}-n{n}-steps{args.steps}"
+            f"{R.recipe_tag(args.train_options)}-seed{seed}")
 
 
 def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
@@ -126,8 +128,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval-episodes", type=int, default=50, help="random layouts per task")
     p.add_argument("--no-grid", dest="grid", action="store_false",
                    help="skip the 24 grid episodes per task")
-    p.add_argument("--train-options", nargs="*", default=[],
-                   help="more llada-vla-train options (after --)")
+    p.add_argument("--train-options", default="", type=shlex.split,
+                   help="llada-vla-train options for every run (the recipe; part of "
+                        "the run names), e.g. --train-options='--lr 1e-3'")
     p.add_argument("--report", action="store_true", help="only rewrite the table and plot")
     args = p.parse_args(argv)
     args.tasks = [t for t in args.tasks.split(",") if t]

@@ -234,3 +234,33 @@ class ActionTokenizer:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(table, f, indent=2)
         return path
+
+
+def checkpoint_control_hz(checkpoint, unnorm_key: Optional[str] = None) -> Optional[float]:
+    """The control rate a checkpoint was trained at (its labels' rate), or None when it is
+    not a checkpoint directory or does not record one."""
+    path = Path(str(checkpoint)).expanduser() / STATS_FILE
+    if not path.is_file():
+        return None
+    table = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(table, dict) or not table:
+        return None
+    if not unnorm_key:
+        if len(table) != 1:
+            return None
+        unnorm_key = next(iter(table))
+    hz = (table.get(unnorm_key) or {}).get("control_hz")
+    return float(hz) if hz else None
+
+
+def control_rate_mismatch(checkpoint, control_hz: float,
+                          unnorm_key: Optional[str] = None) -> str:
+    """'' when ``control_hz`` is the rate ``checkpoint`` was trained at (or it records none);
+    otherwise why running it at ``control_hz`` is wrong (the node logs it at start-up)."""
+    trained = checkpoint_control_hz(checkpoint, unnorm_key) if checkpoint else None
+    if not trained or abs(trained - float(control_hz)) < 1e-6:
+        return ""
+    return (f"control_hz is {float(control_hz):g} Hz but the checkpoint was trained on "
+            f"actions at {trained:g} Hz: each action is one {trained:g} Hz step, so the arm "
+            f"moves {float(control_hz) / trained:.2g}x as fast as in the demonstrations "
+            f"(set control_hz:={trained:g})")

@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     from .bag import BagError, episode_options, find_bags, open_episode
-    from .dataset import checkpoint_control_hz
+    from .action_tokenizer import checkpoint_control_hz
     from .policy import load_policy
 
     if args.hz is None:  # the rate the checkpoint's labels have (llada-vla-train --hz)

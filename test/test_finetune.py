@@ -194,7 +194,7 @@ def test_validation_held_out_bags_and_the_control_rate_reach_eval(tmp_path, caps
     control rate and action moments; llada-vla-eval then runs at that rate by default (a
     15 Hz recording evaluated at every frame would compare labels a third as large)."""
     from llada_vla_ros import evaluation
-    from llada_vla_ros.dataset import checkpoint_control_hz, control_rate_mismatch
+    from llada_vla_ros.action_tokenizer import checkpoint_control_hz, control_rate_mismatch
 
     fast = [make_demo_bag(tmp_path / f"fast{i}", "push the block right",
                           [0.3, 0.1, -0.1, 0.2, 0.15, -0.3], (200, 40, 40 * i), frames=30,

@@ -5,7 +5,7 @@ on layouts never shown is a benchmark (benchmarks/sim_success.py), not a test.""
 import json
 
 from llada_vla_ros import finetune
-from llada_vla_ros.dataset import checkpoint_control_hz
+from llada_vla_ros.action_tokenizer import checkpoint_control_hz
 from llada_vla_ros.ros import sim_eval
 from llada_vla_ros.sim import collect
 

@@ -33,6 +33,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from llada_vla_ros import kinematics, topics
+from llada_vla_ros.action_tokenizer import control_rate_mismatch
 from llada_vla_ros.control import ControlLoop, parameters
 from llada_vla_ros.execution import ChunkExecutor
 from llada_vla_ros.images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
@@ -179,8 +180,6 @@ class PolicyRuntime:
             return error
         self.loop.set_policy(True)
         self.log.info(f"policy ready: {self.policy.model_id}")
-        from llada_vla_ros.dataset import control_rate_mismatch  # torch: only with a model
-
         mismatch = control_rate_mismatch(s["model_path"], s["control_hz"], s["unnorm_key"] or None)
         if mismatch:
             self.log.warning(mismatch)
