@@ -44,7 +44,7 @@ DEFAULT_UNNORM_KEY = "widowx_bags"
 # augmentation (measured on the simulated tasks: docs/results.md).
 FINETUNE_DEFAULTS = dict(lr=1e-4, global_batch=8, steps=1000, random_shift=0,
                          loss_weight="inverse_t")
-FRESH_DEFAULTS = dict(lr=3e-4, global_batch=8, steps=3000, random_shift="auto",
+FRESH_DEFAULTS = dict(lr=1e-3, global_batch=8, steps=3000, random_shift="auto",
                       loss_weight="mean")  # auto shift: 1/16 of the model's image size
 VAL_SPLIT_MIN_BAGS = 10  # --val-split's default (0.1) applies from this many bags
 VAL_SAMPLE = 256  # training examples checked for collapse when no bag is held out

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from .objective import as_example, diffusion_sums, sample_mask
 
 STATE_FILE = "trainer_state.json"
-CACHE_BYTES = 1 << 30  # preprocessed images of a list dataset kept in memory up to this
+CACHE_BYTES = 4 << 30  # preprocessed images of a list dataset kept in host memory up to this
 CHECKPOINTS = "checkpoints"
 
 # The paper's fine-tuning recipe (LLaDA-VLA section 4): 3 epochs, learning rate 2e-5, batch
