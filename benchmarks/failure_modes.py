@@ -1,0 +1,86 @@
+"""How does a checkpoint fail closed loop? Runs it on a task's episodes in the simulator and
+sorts each episode by how it ended: success, still moving, stalled (the predicted motion is
+under ``--still-mm`` per step for most of the last ``--tail`` steps) or held by the safety
+layer (most of the last steps refused: IK, joint limits; the first refusal's reason is kept).
+
+    OMP_NUM_THREADS=1 python benchmarks/failure_modes.py CKPT --task carrot --layout grid --episodes 24
+
+Writes ``benchmarks/results/failure_modes_<checkpoint name>_<task>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def episode(env, policy, seed: int, tail: int, still_m: float) -> dict:
+    obs, info = env.reset(seed=seed)
+    refused, still, first_refusal, grasped, done = [], [], None, False, False
+    while not done:
+        for action in policy.predict(obs["image"], env.instruction).actions:
+            obs, _, terminated, truncated, info = env.step(action)
+            held = info["command"] is None
+            refused.append(held)
+            still.append(float(np.linalg.norm(action[:3])) < still_m)
+            if held and first_refusal is None:
+                first_refusal = [len(refused) - 1, (info["reasons"] or ["?"])[0]]
+            grasped |= bool(info.get("ever_grasped"))
+            done = terminated or truncated
+            if done:
+                break
+    if info["success"]:
+        ending = "success"
+    elif np.mean(refused[-tail:]) > 0.5:
+        ending = "held by the safety layer"
+    elif np.mean(still[-tail:]) > 0.5:
+        ending = "stalled"
+    else:
+        ending = "still moving"
+    return {"seed": seed, "ending": ending, "grasped": grasped, "steps": len(refused),
+            "first_refusal": first_refusal}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--task", default="carrot")
+    p.add_argument("--layout", default="grid", choices=("grid", "random"))
+    p.add_argument("--episodes", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", default="128x96")
+    p.add_argument("--tail", type=int, default=20, help="last steps judged")
+    p.add_argument("--still-mm", type=float, default=4.0)
+    args = p.parse_args(argv)
+    import torch
+
+    from llada_vla_ros.policy import load_policy
+    from llada_vla_ros.sim.env import WidowXTabletopEnv
+
+    torch.set_num_threads(1)
+    w, h = (int(v) for v in args.image_size.lower().split("x"))
+    policy = load_policy(args.checkpoint)
+    env = WidowXTabletopEnv(task=args.task, layout=args.layout, image_size=(w, h))
+    rows = [episode(env, policy, args.seed + i, args.tail, args.still_mm / 1000)
+            for i in range(args.episodes)]
+    endings = {e: sum(r["ending"] == e for r in rows)
+               for e in ("success", "still moving", "stalled", "held by the safety layer")}
+    report = {"checkpoint": str(args.checkpoint), "task": args.task, "layout": args.layout,
+              "seeds": [args.seed, args.seed + args.episodes - 1], "endings": endings,
+              "grasped": sum(r["grasped"] for r in rows), "episodes": rows,
+              "date": time.strftime("%Y-%m-%d")}
+    out = ROOT / "benchmarks" / "results" / (
+        f"failure_modes_{Path(args.checkpoint).name}_{args.task}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print(json.dumps({k: report[k] for k in ("endings", "grasped")}), f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
