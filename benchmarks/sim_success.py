@@ -60,6 +60,7 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
         "train_seed": seed, "steps": args.steps, "train_options": options,
         "command": "llada-vla-train <bags> --val <bags> " + " ".join(options),
         "examples": train_log["examples"], "training_seconds": train_log["training_seconds"],
+        "lr": train_log["args"]["lr"], "random_shift": train_log["args"]["random_shift"],
         "train_cpu_seconds": train_log.get("cpu_seconds"),
         "final_val": train_log["evals"][-1] if train_log["evals"] else None,
         "stopped": train_log.get("stopped"),
@@ -71,10 +72,17 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
     return record
 
 
+def recipe(record: dict) -> str:
+    """The learning rate and shift the run resolved to (defaults change between versions)."""
+    return f"lr {record['lr']:g}, shift {record['random_shift']} px"
+
+
 def markdown(doc: dict) -> str:
-    lines = ["| demos / task | train seed | steps | training min | " + " | ".join(
-        f"{t} random" for t in TASKS) + " | " + " | ".join(f"{t} grid" for t in TASKS)
-        + " | average random | average grid |", "|" + "---|" * (5 + 2 * len(TASKS) + 1)]
+    lines = ["| demos / task | train seed | steps | recipe | training min | held-out val loss / "
+             "token acc. % | " + " | ".join(f"{t} random" for t in TASKS) + " | "
+             + " | ".join(f"{t} grid" for t in TASKS)
+             + " | average random | average grid | grasp % (random, grid) |",
+             "|" + "---|" * (6 + 2 * len(TASKS) + 3)]
     for r in sorted(doc["runs"].values(), key=lambda r: (r["demos_per_task"], r["train_seed"])):
         ev = r["evaluations"]
         cells = []
@@ -82,14 +90,19 @@ def markdown(doc: dict) -> str:
             for t in TASKS:
                 s = ev.get(f"{t}/{layout}")
                 cells.append(R.pct(s["summary"]) if s else "not run")
-        avg = []
+        avg, grasp = [], []
         for layout in ("random", "grid"):
-            rates = [ev[f"{t}/{layout}"]["summary"]["success_rate"] for t in TASKS
-                     if f"{t}/{layout}" in ev]
-            avg.append(f"{100 * sum(rates) / len(rates):.1f}" if len(rates) == len(TASKS)
+            got = [ev[f"{t}/{layout}"]["summary"] for t in TASKS if f"{t}/{layout}" in ev]
+            full = len(got) == len(TASKS)
+            avg.append(f"{100 * sum(g['success_rate'] for g in got) / len(got):.1f}" if full
                        else "not run")
+            grasp.append(f"{100 * sum(g['grasp_rate'] for g in got) / len(got):.0f}" if full
+                         else "-")
+        v = r.get("final_val")
+        val = f"{v['loss']:.3f} / {100 * v['token_accuracy']:.1f}" if v else "-"
         lines.append(f"| {r['demos_per_task']} | {r['train_seed']} | {r['steps']} | "
-                     f"{r['training_seconds'] / 60:.0f} | " + " | ".join(cells + avg) + " |")
+                     f"{recipe(r)} | {r['training_seconds'] / 60:.0f} | {val} | "
+                     + " | ".join(cells + avg) + f" | {', '.join(grasp)} |")
     lines += ["", f"CPU time of all runs so far: {doc.get('cpu_seconds', 0) / 3600:.2f} h "
               f"({doc.get('machine', '')})."]
     return "\n".join(lines) + "\n"
