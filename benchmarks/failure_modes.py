@@ -1,7 +1,7 @@
 """How does a checkpoint fail closed loop? Runs it on a task's episodes in the simulator and
 sorts each episode by how it ended: success, still moving, stalled (the predicted motion is
 under ``--still-mm`` per step for most of the last ``--tail`` steps) or held by the safety
-layer (most of the last steps refused: IK, joint limits; the first refusal's reason is kept).
+layer (most of the last steps refused: IK, joint limits; the first refusal's reasons are kept).
 
     OMP_NUM_THREADS=1 python benchmarks/failure_modes.py CKPT --task carrot --layout grid --episodes 24
 
@@ -29,7 +29,7 @@ def episode(env, policy, seed: int, tail: int, still_m: float) -> dict:
             refused.append(held)
             still.append(float(np.linalg.norm(action[:3])) < still_m)
             if held and first_refusal is None:
-                first_refusal = [len(refused) - 1, (info["reasons"] or ["?"])[0]]
+                first_refusal = [len(refused) - 1, "; ".join(info["reasons"]) or "?"]
             grasped |= bool(info.get("ever_grasped"))
             done = terminated or truncated
             if done:

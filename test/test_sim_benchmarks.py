@@ -1,0 +1,67 @@
+"""What the learning benchmarks conclude from an episode or a record (benchmarks/*.py are
+scripts run for figures, docs/results.md; this checks their judgement cheaply, with the real
+simulator and the real safety path)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import failure_modes  # noqa: E402
+import sim_runs  # noqa: E402
+import sim_success  # noqa: E402
+
+from llada_vla_ros.policy import ActionChunk  # noqa: E402
+
+
+class Constant:
+    """A policy that always asks for the same action."""
+
+    def __init__(self, action):
+        self.action = np.asarray(action, np.float32)
+
+    def predict(self, image, instruction):
+        return ActionChunk(actions=np.tile(self.action, (5, 1)),
+                           confidence=np.ones(5, np.float32), inference_ms=0.0,
+                           model_id="constant")
+
+
+@pytest.fixture(scope="module")
+def env():
+    from llada_vla_ros.sim.env import WidowXTabletopEnv
+
+    return WidowXTabletopEnv(task="carrot", layout="grid", image_size=(64, 48))
+
+
+def test_episode_endings(env):
+    from llada_vla_ros.sim.expert import expert_for
+
+    assert failure_modes.episode(env, expert_for(env), 0, 20, 0.004)["ending"] == "success"
+    still = failure_modes.episode(env, Constant([0, 0, 0, 0, 0, 0, 1]), 0, 20, 0.004)
+    assert still["ending"] == "stalled" and not still["grasped"] and still["steps"] == 60
+    # rolling the wrist on and on: the target leaves what the arm can reach, the safety
+    # layer refuses it (and every roll after it) and the arm holds still
+    turning = failure_modes.episode(env, Constant([0, 0, 0, 0.3, 0, 0, 1]), 0, 20, 0.004)
+    assert turning["ending"] == "held by the safety layer", turning
+    assert "IK failed" in turning["first_refusal"][1]
+
+
+def test_run_names_and_the_success_table():
+    assert sim_runs.recipe_tag([]) == ""
+    assert sim_runs.recipe_tag(["--lr", "1e-3"]) == "-lr-1e-3"
+
+    def summary(successes, episodes, grasps):
+        return {"summary": {"successes": successes, "episodes": episodes,
+                            "success_rate": successes / episodes, "wilson_95": [0.0, 0.5],
+                            "grasp_rate": grasps / episodes}}
+
+    record = {"demos_per_task": 10, "train_seed": 0, "steps": 100, "lr": 1e-3,
+              "random_shift": 4, "training_seconds": 120.0,
+              "final_val": {"loss": 1.5, "token_accuracy": 0.4},
+              "evaluations": {f"{t}/random": summary(1, 4, 2) for t in sim_success.TASKS}}
+    table = sim_success.markdown({"runs": {"r": record}, "cpu_seconds": 3600})
+    row = table.splitlines()[2]
+    assert "| lr 0.001, shift 4 px | 2 | 1.500 / 40.0 |" in row
+    assert row.count("25.0 (0-50)") == 4 and row.count("not run") == 4 + 1  # grid not run
+    assert row.endswith("| 50, - |")
