@@ -145,12 +145,12 @@ def markdown(doc: dict) -> str:
             continue
         out += [f"### {group}", "", "| variant | task | demos | steps | seeds | grid success % "
                 "(95 % CI) | random success % (95 % CI) | per seed (grid / random) | "
-                "latency ms median | held-out val loss / token acc. % |",
-                "|---|---|---:|---:|---|---|---|---|---:|---|"]
+                "grasp % (grid / random) | latency ms median | held-out val loss / token acc. % |",
+                "|---|---|---:|---:|---|---|---|---|---|---:|---|"]
         for label in EVALS[group]:
             mine = [r for r in rows if r["label"] == label]
             if not mine:
-                out.append(f"| {label} | | | | not yet run | | | | | |")
+                out.append(f"| {label} | | | | not yet run | | | | | | |")
                 continue
             pooled = {}
             for layout in ("grid", "random"):
@@ -162,12 +162,16 @@ def markdown(doc: dict) -> str:
                               f"{100 * r['random']['success_rate']:.0f}" for r in mine)
             lat = [r["random"]["latency_ms"]["median"] for r in mine if r["random"]["latency_ms"]]
             latency = f"{sum(lat) / len(lat):.1f}" if lat else "-"
+            grasp = " / ".join(
+                "{:.0f}".format(100 * sum(r[lay]["grasp_rate"] * r[lay]["episodes"] for r in mine)
+                                / sum(r[lay]["episodes"] for r in mine))
+                for lay in ("grid", "random"))
             r0 = mine[0]
             val = "; ".join(f"{v['loss']:.3f} / {100 * v['token_accuracy']:.1f}"
                             for v in (r.get("final_val") for r in mine) if v) or "-"
             out.append(f"| {label} | {r0['task']} | {r0['demos']} | {r0['steps']} | "
                        f"{','.join(str(r['train_seed']) for r in mine)} | {pooled['grid']} | "
-                       f"{pooled['random']} | {seeds} | {latency} | {val} |")
+                       f"{pooled['random']} | {seeds} | {grasp} | {latency} | {val} |")
         out.append("")
     out.append(f"CPU time of all runs so far: {doc.get('cpu_seconds', 0) / 3600:.2f} h "
                f"({doc.get('machine', '')}).")
