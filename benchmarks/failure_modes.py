@@ -1,9 +1,10 @@
 """How does a checkpoint fail closed loop? Runs it on a task's episodes in the simulator and
 sorts each episode by how it ended: success, still moving, stalled (the predicted motion is
 under ``--still-mm`` per step for most of the last ``--tail`` steps) or held by the safety
-layer (most of the last steps refused: IK, joint limits; the first refusal's reasons are kept).
+layer (most of the last steps refused: IK, joint limits; the first refusal's reasons are
+kept).
 
-    OMP_NUM_THREADS=1 python benchmarks/failure_modes.py CKPT --task carrot --layout grid --episodes 24
+    OMP_NUM_THREADS=1 python benchmarks/failure_modes.py CKPT --task carrot --episodes 24
 
 Writes ``benchmarks/results/failure_modes_<checkpoint name>_<task>.json``.
 """

@@ -183,7 +183,8 @@ def run_config(name: str, train, val, minutes: float, eval_seconds: float) -> di
               f"{100 * point['direction_within_30deg']:.1f} %, gripper "
               f"{100 * point['gripper_accuracy']:.1f} %", flush=True)
     return {"config": name, "constructor": run["kind"], "overrides": run["overrides"],
-            "random_shift": shift, "reweight": run["reweight"], "parameters": count_parameters(model),
+            "random_shift": shift, "reweight": run["reweight"],
+            "parameters": count_parameters(model),
             "image_size": model.config.image_size,
             "prompt_positions": model.config.num_image_tokens + len(model.prompt_ids(
                 INSTRUCTION)) - 1 + model.config.num_action_tokens,

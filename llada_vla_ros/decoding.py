@@ -88,8 +88,8 @@ class DecodeConfig:
 
 
 def parse_options(pairs) -> dict:
-    """Command-line options: ["strategy=vanilla", "steps=10"] -> {"strategy": "vanilla", "steps": 10} (values
-    read as JSON when they parse, else kept as text)."""
+    """Command-line options: ["strategy=vanilla", "steps=10"] -> {"strategy": "vanilla",
+    "steps": 10} (values read as JSON when they parse, else kept as text)."""
     out = {}
     for pair in pairs or ():
         key, sep, value = str(pair).partition("=")

@@ -53,9 +53,10 @@ VAL_SAMPLE = 256  # training examples checked for collapse when no bag is held o
 def init_model(spec: str, device: str = "cpu", dtype: Optional[str] = None,
                chunk_size: Optional[int] = None, config: Optional[dict] = None):
     """A fresh model of a named config (``tiny``, ``small``: ``LladaVlaConfig.tiny()`` ...,
-    with the word-level offline tokenizer) or a LLaDA-VLA checkpoint directory, in float32 unless ``dtype`` says otherwise (AdamW
-    on bfloat16 weights loses small updates; a LoRA run keeps the frozen weights in
-    bfloat16). Seed torch first for a reproducible fresh model."""
+    with the word-level offline tokenizer) or a LLaDA-VLA checkpoint directory, in float32
+    unless ``dtype`` says otherwise (AdamW on bfloat16 weights loses small updates; a LoRA
+    run keeps the frozen weights in bfloat16). Seed torch first for a reproducible fresh
+    model."""
     import torch
 
     from .model import LladaVlaForActions, build_tiny_tokenizer, from_pretrained

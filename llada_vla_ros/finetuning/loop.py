@@ -381,8 +381,8 @@ def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=No
                    on_step, val, log).run()
 
 
-def random_shift(image, shift) -> "ImageInput":
-    """DrQ's augmentation: every crop padded by ``pad`` pixels (edge replicated) and cut
+def random_shift(image, shift):
+    """DrQ's augmentation (a ``model.processing.ImageInput`` in, a shifted copy out): every crop padded by ``pad`` pixels (edge replicated) and cut
     back to its size ``dx, dy`` pixels off centre; ``shift`` = (pad, dx, dy)."""
     import torch.nn.functional as F
 
