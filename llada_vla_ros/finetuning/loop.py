@@ -382,8 +382,9 @@ def fit(model, tokenizer, examples, cfg: FitConfig, accelerator=None, out_dir=No
 
 
 def random_shift(image, shift):
-    """DrQ's augmentation (a ``model.processing.ImageInput`` in, a shifted copy out): every crop padded by ``pad`` pixels (edge replicated) and cut
-    back to its size ``dx, dy`` pixels off centre; ``shift`` = (pad, dx, dy)."""
+    """DrQ's augmentation of a ``model.processing.ImageInput``: every crop padded by ``pad``
+    pixels (edge replicated) and cut back to its size ``dx, dy`` pixels off centre;
+    ``shift`` = (pad, dx, dy). Returns a new ImageInput."""
     import torch.nn.functional as F
 
     from ..model.processing import ImageInput
