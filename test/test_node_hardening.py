@@ -70,7 +70,15 @@ def test_legal_but_unusable_joint_states_are_refused_not_fatal(graph_factory):
     time.sleep(1.0)
     out = g.node.output()
     assert g.node.alive() and "Traceback" not in out, out[-3000:]
-    assert diagnostics_mention(g.probe, t0, ["positions for", "names"])
+    # the refusal is named in /diagnostics (each later variant replaces `last_refusal`, so
+    # send the short one again until a diagnostics message shows it; the node publishes
+    # them on its own period, which a loaded machine stretches)
+    short = variants["fewer positions than names"]
+
+    def named():
+        pubs[0].publish(short)
+        return diagnostics_mention(g.probe, t0, ["positions for", "names"])
+    wait_for(named, 10, interval=0.2, what="diagnostics naming the short JointState")
     g.expect_moving()  # the driver's good joint states keep it going
 
 
