@@ -238,7 +238,7 @@ class ActionTokenizer:
 
 def checkpoint_control_hz(checkpoint, unnorm_key: Optional[str] = None) -> Optional[float]:
     """The control rate a checkpoint was trained at (its labels' rate), or None when it is
-    not a checkpoint directory or does not record one."""
+    not a checkpoint directory or does not record a usable one."""
     path = Path(str(checkpoint)).expanduser() / STATS_FILE
     if not path.is_file():
         return None
@@ -249,8 +249,12 @@ def checkpoint_control_hz(checkpoint, unnorm_key: Optional[str] = None) -> Optio
         if len(table) != 1:
             return None
         unnorm_key = next(iter(table))
-    hz = (table.get(unnorm_key) or {}).get("control_hz")
-    return float(hz) if hz else None
+    entry = table.get(unnorm_key)
+    try:
+        hz = float(entry.get("control_hz")) if isinstance(entry, dict) else None
+    except (TypeError, ValueError):  # absent or not a number: not recorded
+        return None
+    return hz if hz is not None and np.isfinite(hz) and hz > 0 else None
 
 
 def control_rate_mismatch(checkpoint, control_hz: float,

@@ -211,6 +211,11 @@ def test_validation_held_out_bags_and_the_control_rate_reach_eval(tmp_path, caps
     assert control_rate_mismatch(out, 5) == "" and control_rate_mismatch(None, 15) == ""
     assert "trained on actions at 5 Hz" in control_rate_mismatch(out, 15)
     assert "3x as fast" in control_rate_mismatch(out, 15)
+    for bad in ("fast", None, -5, float("nan")):  # an edited statistics file: not recorded
+        broken = tmp_path / f"broken_{bad}"
+        broken.mkdir()
+        (broken / "dataset_statistics.json").write_text(json.dumps({"k": {"control_hz": bad}}))
+        assert checkpoint_control_hz(broken) is None and control_rate_mismatch(broken, 15) == ""
     entry = json.loads((out / "dataset_statistics.json").read_text())["widowx_bags"]
     assert {"mean", "std", "min", "max", "q01", "q99"} <= set(entry["action"])
     assert (entry["num_transitions"], entry["num_trajectories"]) == (10, 2)
