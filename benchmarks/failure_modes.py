@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llada_vla_ros.sim.evaluate import parse_size
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--layout", default="grid", choices=("grid", "random"))
     p.add_argument("--episodes", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", default="128x96")
+    p.add_argument("--image-size", default="128x96", type=parse_size)
     p.add_argument("--tail", type=int, default=20, help="last steps judged")
     p.add_argument("--still-mm", type=float, default=4.0)
     args = p.parse_args(argv)
@@ -64,9 +66,8 @@ def main(argv=None) -> int:
     from llada_vla_ros.sim.env import WidowXTabletopEnv
 
     torch.set_num_threads(1)
-    w, h = (int(v) for v in args.image_size.lower().split("x"))
     policy = load_policy(args.checkpoint)
-    env = WidowXTabletopEnv(task=args.task, layout=args.layout, image_size=(w, h))
+    env = WidowXTabletopEnv(task=args.task, layout=args.layout, image_size=args.image_size)
     rows = [episode(env, policy, args.seed + i, args.tail, args.still_mm / 1000)
             for i in range(args.episodes)]
     endings = {e: sum(r["ending"] == e for r in rows)
