@@ -36,6 +36,7 @@ class Client:
 
     def __init__(self, probe):
         from rclpy.action import ActionClient
+        self.probe = probe
 
         from llada_vla_ros.action import ExecuteInstruction
         self.Goal = ExecuteInstruction.Goal
@@ -48,7 +49,8 @@ class Client:
         future = self.client.send_goal_async(
             self.Goal(instruction=instruction, timeout_s=timeout_s, max_steps=max_steps),
             feedback_callback=lambda fb: self.feedback.append((time.monotonic(), fb.feedback)))
-        wait_for(future.done, 10, what="goal response")
+        wait_for(future.done, 10, what="goal response (callbacks that raised in this "
+                 f"process: {self.probe._background.errors})")
         handle = future.result()
         return handle
 
@@ -167,6 +169,7 @@ def test_goal_in_the_simulated_world_succeeds_when_the_task_is_done(tmp_path):
     finally:
         for p in reversed(procs):
             p.stop()
+            print(f"--- {p.name} (exit {p.proc.returncode}) ---\n{p.output()[-4000:]}")
         probe.close()
 
 

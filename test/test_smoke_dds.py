@@ -43,3 +43,29 @@ def test_image_and_instruction_in_action_chunk_out(domain, tmp_path):
     assert len(chunk.confidence) == 5
     assert chunk.header.stamp.sec > 0  # stamped with the image's stamp
     assert chunk.model_id == "scripted"
+
+
+def test_background_node_keeps_spinning_after_a_callback_raises():
+    """A tool's (or a test's) background node whose callback raises logs it and keeps
+    serving: a message after the failure still arrives (the spin thread once died silently,
+    leaving every later response unanswered)."""
+    require_ros()
+    from std_msgs.msg import String
+
+    probe = RosProbe(new_domain_id())
+    got = []
+
+    def callback(msg):
+        if msg.data == "bad":
+            raise ValueError("a callback bug")
+        got.append(msg.data)
+    try:
+        probe.node.create_subscription(String, "/background_check", callback, 10)
+        pub = probe.node.create_publisher(String, "/background_check", 10)
+        wait_for(lambda: pub.get_subscription_count() == 1, 10, what="matching")
+        pub.publish(String(data="bad"))
+        wait_for(lambda: probe._background.errors == 1, 10, what="the failing callback")
+        pub.publish(String(data="good"))
+        wait_for(lambda: got == ["good"], 10, what="a message after the failure")
+    finally:
+        probe.close()

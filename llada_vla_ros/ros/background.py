@@ -3,6 +3,7 @@ talks to the graph while its own code runs (sim-eval's operator, the tests' obse
 from __future__ import annotations
 
 import threading
+import traceback
 from typing import Optional
 
 import rclpy
@@ -20,17 +21,27 @@ class BackgroundNode:
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self.errors = 0  # callbacks that raised (logged)
+        self._closing = False
         self._thread = threading.Thread(target=self._spin, name=f"{name}-spin", daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
-        while self.context.ok():
+        """Spin until the context shuts down. An exception raised by a callback is logged
+        and spinning goes on: a silently dead spin thread would leave every later service
+        response, goal response and message of this node unanswered."""
+        while self.context.ok() and not self._closing:
             try:
                 self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # the context was shut down under us
-                return
+            except Exception:  # noqa: BLE001
+                if self._closing or not self.context.ok():  # the normal end
+                    return
+                self.errors += 1
+                self.node.get_logger().error(
+                    f"callback raised, spinning goes on:\n{traceback.format_exc()}")
 
     def close(self) -> None:
+        self._closing = True
+        self._thread.join(timeout=2)  # spin_once returns within 0.05 s
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=2)
