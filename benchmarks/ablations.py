@@ -136,21 +136,29 @@ def main(argv=None) -> int:
     return 0
 
 
+def budget(key: str) -> tuple:
+    """A row's training budget from its key: task, demonstrations, steps + recipe."""
+    return tuple(key.split("|")[2:5])
+
+
 def markdown(doc: dict) -> str:
     """One table per group: success (grid, random) per training seed and pooled, latency."""
     out = []
     for group in ORDER:
-        rows = [r for r in doc["rows"].values() if r["group"] == group]
+        rows = [dict(r, budget=budget(k)) for k, r in doc["rows"].items()
+                if r["group"] == group]
         if not rows:
             continue
         out += [f"### {group}", "", "| variant | task | demos | steps | seeds | grid success % "
                 "(95 % CI) | random success % (95 % CI) | per seed (grid / random) | "
                 "grasp % (grid / random) | latency ms median | held-out val loss / token acc. % |",
                 "|---|---|---:|---:|---|---|---|---|---|---:|---|"]
-        for label in EVALS[group]:
-            mine = [r for r in rows if r["label"] == label]
+        budgets = sorted({r["budget"] for r in rows})  # never pool different budgets
+        for label, b in ((label, b) for b in budgets for label in EVALS[group]):
+            mine = [r for r in rows if r["label"] == label and r["budget"] == b]
             if not mine:
-                out.append(f"| {label} | | | | not yet run | | | | | | |")
+                out.append(f"| {label} | {b[0]} | {b[1][1:]} | {b[2]} | not yet run | | | | | "
+                           "| |")
                 continue
             pooled = {}
             for layout in ("grid", "random"):

@@ -87,6 +87,63 @@ def test_train_on_the_demos_then_evaluate_in_the_simulator(demos, tmp_path):
         assert (out / name).stat().st_size > 0, name
 
 
+def test_takeover_records_the_expert_recovering_from_the_policys_states(demos, tmp_path,
+                                                                        capsys):
+    """Recovery demonstrations (DAgger-style): a learned policy drives for the handover
+    steps, then the expert finishes; the bag holds only the expert's part and trains."""
+    from llada_vla_ros import finetune
+
+    bags = sorted(str(p) for p in demos.iterdir() if p.is_dir())
+    ckpt = tmp_path / "ckpt"
+    assert finetune.main(bags + ["--init", "tiny", "--out", str(ckpt), "--steps", "1",
+                                 "--batch-size", "2", "--quiet"]) == 0
+    out = tmp_path / "recoveries"
+    assert collect.main(["--task", "carrot", "--episodes", "2", "--seed", "7", "--out",
+                         str(out), "--image-size", "64x48", "--takeover", str(ckpt),
+                         "--handover-steps", "4:6", "--quiet"]) == 0
+    log = json.loads((out / "collect_log.json").read_text())
+    assert [4 <= e["handover_steps"] <= 6 for e in log["episodes"]] == [True, True]
+    kept = [e for e in log["episodes"] if e["bag"]]
+    assert kept and all(e["recorded"] and e["success"] for e in kept)
+    for e in kept:  # the policy's steps are not in the bag: only the expert's commands
+        counts = {t["topic_metadata"]["name"]: t["message_count"]
+                  for t in bag_info(out / f"carrot_seed{e['seed']:04d}")
+                  ["topics_with_message_count"]}
+        assert counts["/wx250s/commands/joint_group"] == e["steps"] - e["handover_steps"]
+        assert counts[topics.IMAGE] == counts["/wx250s/commands/joint_group"] + 1
+    assert finetune.main([e["bag"] for e in kept] + [
+        "--init", "tiny", "--out", str(tmp_path / "again"), "--steps", "1", "--quiet"]) == 0
+
+    assert collect.main(["--task", "carrot", "--out", str(tmp_path / "x"),
+                         "--takeover", "expert"]) == 2
+    assert "learned policy" in capsys.readouterr().err
+    assert collect.main(["--task", "carrot", "--out", str(tmp_path / "y"),
+                         "--takeover", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        collect.main(["--task", "carrot", "--out", str(tmp_path / "z"), "--takeover",
+                      str(ckpt), "--handover-steps", "9:3"])
+
+
+def test_expert_resumes_an_episode_in_progress():
+    """Taking over with the object held, the expert carries on (fingers stay closed);
+    without it, it starts with the approach (fingers open)."""
+    from dataclasses import replace
+
+    from llada_vla_ros.sim.env import WidowXTabletopEnv
+    from llada_vla_ros.sim.expert import ScriptedExpert, world_state
+
+    env = WidowXTabletopEnv("carrot", "grid", image_size=None)
+    env.reset(seed=0)
+    state = world_state(env.world, env.episode)
+    expert = ScriptedExpert()
+    expert.resume(replace(state, grasped=True))
+    assert expert.phase == "lift" and expert.plan(replace(state, grasped=True))[0, 6] == 0.0
+    expert.resume(state)
+    assert expert.phase == "approach" and expert.plan(state)[0, 6] == 1.0
+    env.close()
+
+
 def test_expert_in_process_report(tmp_path):
     from llada_vla_ros.ros import sim_eval
 

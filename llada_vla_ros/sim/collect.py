@@ -1,6 +1,7 @@
 """Demonstrations as bags (console script ``llada-vla-sim-collect``).
 
     llada-vla-sim-collect --task all --episodes 50 --out demos/ [--noise 0.003]
+    llada-vla-sim-collect --task carrot --episodes 200 --takeover CKPT --out recoveries/
 
 Runs the scripted expert in the simulated world and writes one rosbag2 bag per episode with
 the topics, types and QoS of a real ``widowx.launch.py policy:=false record:=true``
@@ -9,6 +10,13 @@ and the arm and gripper commands (what a teleoperation program publishes), stamp
 simulated time since the collection started. ``llada-vla-train`` reads them unchanged.
 Joint states at 100 Hz like xs_sdk; camera frames at ``--fps`` (default 5, the control rate:
 a 640x480 frame is 0.9 MB); episodes end on success or at the task's step limit.
+
+``--takeover POLICY``: recovery demonstrations from the states a learned policy reaches
+(the remedy for behaviour cloning's compounding errors, as in DAgger and HG-DAgger, where an
+expert takes over from the learner): the policy drives for a random number of steps
+(``--handover-steps MIN:MAX``), then the expert takes over and finishes the task; only the
+expert's part is recorded, so the bag is an ordinary demonstration that starts where the
+policy left the arm and the object.
 """
 from __future__ import annotations
 
@@ -42,20 +50,23 @@ def _stamp(ns: int) -> dict:
 class EpisodeRecorder:
     """Collects one episode's messages (time-ordered on write)."""
 
-    def __init__(self, t0_ns: int, fps: float, image_size: tuple, robot_name: str):
+    def __init__(self, t0_ns: int, fps: float, image_size: tuple, robot_name: str,
+                 start: float = 0.0):
+        """Records from simulated time ``start`` on (``t0_ns`` is simulated time 0)."""
         self.t0_ns, self.fps, self.image_size = t0_ns, fps, image_size
         self.js_topic = T.robot_topic(robot_name, T.JOINT_STATES)
         self.group_topic = T.robot_topic(robot_name, T.JOINT_GROUP_COMMAND)
         self.single_topic = T.robot_topic(robot_name, T.JOINT_SINGLE_COMMAND)
         self.messages: list = []
-        self._next_frame = 0.0
-        self._next_js = 0.0
+        self.start = float(start)
+        self._next_frame = self.start
+        self._next_js = self.start
 
     def ns(self, t: float) -> int:
         return self.t0_ns + int(round(t * 1e9))
 
     def instruction(self, text: str) -> None:
-        self.messages.append((self.ns(0.0), T.INSTRUCTION, {"data": text}))
+        self.messages.append((self.ns(self.start), T.INSTRUCTION, {"data": text}))
 
     def command(self, t: float, q_cmd, effort) -> None:
         self.messages.append((self.ns(t), self.group_topic,
@@ -96,15 +107,33 @@ class EpisodeRecorder:
 
 
 def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
-                    storage: str = "sqlite3", robot_name: str = T.ROBOT_NAME) -> dict:
-    """One expert episode into a bag at ``path``; returns its outcome."""
-    rec = EpisodeRecorder(t0_ns, fps, env.image_size, robot_name)
+                    storage: str = "sqlite3", robot_name: str = T.ROBOT_NAME,
+                    takeover=None, handover: int = 0) -> dict:
+    """One expert episode into a bag at ``path``; returns its outcome. With a ``takeover``
+    policy, that policy acts for ``handover`` steps first (not recorded: the bag starts
+    where the expert takes over); ``recorded`` is False when the episode ended before."""
+    from .evaluate import BLANK
+    from .expert import world_state
+
     env.observer = None
     obs, info = env.reset(seed=seed)
-    rec.instruction(env.instruction)
-    rec(env.world)  # the first frame and joint state, at t = 0
-    env.observer = rec
     done = False
+    while takeover is not None and not done and info["steps"] < handover:
+        for action in np.asarray(takeover.predict(obs.get("image", BLANK),
+                                                  env.instruction).actions):
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+            if done or info["steps"] >= handover:
+                break
+    outcome = {"task": env.task.name, "seed": seed, "handover_steps": int(info["steps"])}
+    if done:  # the policy succeeded or ran out of steps: nothing for the expert to do
+        return {**outcome, "success": bool(info["success"]), "steps": int(info["steps"]),
+                "bag": None, "recorded": False, "duration_s": round(env.world.time, 3)}
+    rec = EpisodeRecorder(t0_ns, fps, env.image_size, robot_name, start=env.world.time)
+    rec.instruction(env.instruction)
+    rec(env.world)  # the first frame and joint state
+    env.observer = rec
+    expert.expert.resume(world_state(env.world, env.episode))
     while not done:
         for action in expert.predict(obs["image"], env.instruction).actions:
             t = env.world.time
@@ -116,9 +145,19 @@ def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
                 break
     env.observer = None
     rec.write(path, storage, robot_name)
-    return {"task": env.task.name, "seed": seed, "success": bool(info["success"]),
-            "steps": int(info["steps"]), "bag": str(path),
-            "duration_s": round(env.world.time, 3)}
+    return {**outcome, "success": bool(info["success"]), "steps": int(info["steps"]),
+            "bag": str(path), "recorded": True, "duration_s": round(env.world.time, 3)}
+
+
+def parse_range(text: str) -> tuple:
+    """'MIN:MAX' (steps) -> (MIN, MAX), 0 <= MIN <= MAX."""
+    try:
+        lo, hi = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX steps, got {text!r}") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {text!r}")
+    return lo, hi
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     p.add_argument("--keep-failures", action="store_true",
                    help="keep the bags of episodes the expert failed (default: delete them)")
+    p.add_argument("--takeover", default=None, metavar="POLICY",
+                   help="recovery demonstrations: this policy (a checkpoint) acts first, "
+                        "then the expert takes over; only the expert's part is recorded")
+    p.add_argument("--handover-steps", type=parse_range, default=(5, 40), metavar="MIN:MAX",
+                   help="with --takeover: the policy's steps before the expert takes over, "
+                        "uniform in MIN..MAX (seeded by --seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -148,6 +193,9 @@ def check_args(args) -> None:
         raise ValueError(f"--fps must be in (0, 30], got {args.fps}")
     if args.noise < 0:
         raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    if args.takeover == "expert":
+        raise ValueError("--takeover takes a learned policy (a checkpoint): the expert "
+                         "taking over from itself records ordinary demonstrations")
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise ValueError(f"--out {out} exists and is not an empty directory "
@@ -174,6 +222,16 @@ def main(argv: Optional[list] = None) -> int:
     t0_ns = time.time_ns()
     outcomes = []
     bar = tqdm(total=len(names) * args.episodes, desc="episodes", disable=args.quiet)
+    rng = np.random.default_rng(args.seed)
+    takeover = None
+    if args.takeover:
+        from .evaluate import make_policy
+        try:
+            takeover = make_policy(args.takeover, None)
+        except (OSError, ValueError) as exc:  # missing or malformed checkpoint
+            print(f"llada-vla-sim-collect: error: --takeover {args.takeover}: {exc}",
+                  file=sys.stderr)
+            return 2
     for name in names:
         env = WidowXTabletopEnv(name, args.layout, image_size=args.image_size)
         expert = expert_for(env, noise=args.noise, seed=args.seed)
@@ -182,9 +240,11 @@ def main(argv: Optional[list] = None) -> int:
             path = out / f"{name}_seed{seed:04d}"
             if path.exists():  # --overwrite
                 shutil.rmtree(path)
-            o = collect_episode(env, expert, seed, path, t0_ns, args.fps, args.storage)
+            handover = int(rng.integers(args.handover_steps[0], args.handover_steps[1] + 1))
+            o = collect_episode(env, expert, seed, path, t0_ns, args.fps, args.storage,
+                                takeover=takeover, handover=handover)
             t0_ns += int((o["duration_s"] + 1.0) * 1e9)  # episodes one after the other
-            if not o["success"] and not args.keep_failures:
+            if o["bag"] and not o["success"] and not args.keep_failures:
                 shutil.rmtree(path)
                 o["bag"] = None
             outcomes.append(o)
@@ -197,8 +257,11 @@ def main(argv: Optional[list] = None) -> int:
         {"args": {k: v for k, v in vars(args).items()}, "episodes": outcomes}, indent=2),
         encoding="utf-8")
     kept = sum(o["bag"] is not None for o in outcomes)
-    wins = sum(o["success"] for o in outcomes)
-    print(f"{kept} bags in {out} ({wins}/{len(outcomes)} expert successes)")
+    recorded = [o for o in outcomes if o.get("recorded", True)]
+    wins = sum(o["success"] for o in recorded)
+    print(f"{kept} bags in {out} ({wins}/{len(recorded)} expert successes"
+          + (f"; {len(outcomes) - len(recorded)} episodes ended before the handover"
+             if takeover is not None else "") + ")")
     return 0
 
 

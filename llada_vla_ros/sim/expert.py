@@ -104,6 +104,14 @@ class ScriptedExpert:
         self.phase, self.dwell, self.episode = "approach", 0, None
         self.offset = None  # source origin -> end effector, measured once grasped
 
+    def resume(self, state: State) -> None:
+        """Take over an episode in progress (from a learned policy): carry on with the
+        object if it is held, else start with the approach (fingers open)."""
+        self.reset()
+        self.episode = state.episode
+        if state.grasped:
+            self.phase = "lift"
+
     def plan(self, state: State, k: int = 1) -> np.ndarray:
         task = get_task(state.task)
         if state.episode != self.episode:
