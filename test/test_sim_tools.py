@@ -114,6 +114,11 @@ def test_takeover_records_the_expert_recovering_from_the_policys_states(demos, t
     assert finetune.main([e["bag"] for e in kept] + [
         "--init", "tiny", "--out", str(tmp_path / "again"), "--steps", "1", "--quiet"]) == 0
 
+    short = tmp_path / "short"  # a recording shorter than --min-steps trains nothing
+    assert collect.main(["--task", "carrot", "--episodes", "1", "--seed", "7", "--out",
+                         str(short), "--image-size", "64x48", "--takeover", str(ckpt),
+                         "--handover-steps", "4:4", "--min-steps", "100", "--quiet"]) == 0
+    assert [p for p in short.iterdir() if p.is_dir()] == []
     assert collect.main(["--task", "carrot", "--out", str(tmp_path / "x"),
                          "--takeover", "expert"]) == 2
     assert "learned policy" in capsys.readouterr().err

@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--handover-steps", type=parse_range, default=(5, 40), metavar="MIN:MAX",
                    help="with --takeover: the policy's steps before the expert takes over, "
                         "uniform in MIN..MAX (seeded by --seed)")
+    p.add_argument("--min-steps", type=int, default=5,
+                   help="with --takeover: drop recordings of fewer expert steps (one training "
+                        "example needs a chunk of 5 recorded actions)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -193,6 +196,8 @@ def check_args(args) -> None:
         raise ValueError(f"--fps must be in (0, 30], got {args.fps}")
     if args.noise < 0:
         raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    if args.min_steps < 1:
+        raise ValueError(f"--min-steps must be >= 1, got {args.min_steps}")
     if args.takeover == "expert":
         raise ValueError("--takeover takes a learned policy (a checkpoint): the expert "
                          "taking over from itself records ordinary demonstrations")
@@ -244,7 +249,8 @@ def main(argv: Optional[list] = None) -> int:
             o = collect_episode(env, expert, seed, path, t0_ns, args.fps, args.storage,
                                 takeover=takeover, handover=handover)
             t0_ns += int((o["duration_s"] + 1.0) * 1e9)  # episodes one after the other
-            if o["bag"] and not o["success"] and not args.keep_failures:
+            short = takeover is not None and o["steps"] - o["handover_steps"] < args.min_steps
+            if o["bag"] and (short or (not o["success"] and not args.keep_failures)):
                 shutil.rmtree(path)
                 o["bag"] = None
             outcomes.append(o)
