@@ -1,4 +1,4 @@
-"""Shared by sim_success.py and ablations.py: expert demonstrations, training runs and
+"""Shared by sim_success.py, ablations.py and recovery.py: expert demonstrations, training runs and
 closed-loop evaluations in the simulator, each cached on disk so a sweep resumes where it
 stopped, with its CPU time counted.
 

@@ -65,3 +65,23 @@ def test_run_names_and_the_success_table():
     assert "| lr 0.001, shift 4 px | 2 | 1.500 / 40.0 |" in row
     assert row.count("25.0 (0-50)") == 4 and row.count("not run") == 4 + 1  # grid not run
     assert row.endswith("| 50, - |")
+
+
+def test_ablation_tables_never_pool_different_budgets():
+    import ablations
+
+    def row(steps, seed, wins):
+        s = {"episodes": 24, "successes": wins, "success_rate": wins / 24,
+             "wilson_95": [0.0, 0.5], "grasp_rate": 0.5, "latency_ms": {"median": 20.0}}
+        return {"group": "ar", "label": "LLaDA-VLA (lsc + HAD)", "task": "carrot",
+                "demos": 500, "steps": steps, "train_seed": seed, "grid": s, "random": s,
+                "final_val": None}
+    key = "ar|LLaDA-VLA (lsc + HAD)|carrot|n500|{}-lr-1e-3|{}"
+    doc = {"rows": {key.format(12000, 0): row(12000, 0, 0), key.format(12000, 1): row(12000, 1, 0),
+                    key.format(30000, 0): row(30000, 0, 6)}}
+    lines = [ln for ln in ablations.markdown(doc).splitlines() if "LLaDA-VLA" in ln]
+    assert len(lines) == 2, lines
+    assert "| 12000 | 0,1 | 0.0 " in lines[0] and "| 30000 | 0 | 25.0 " in lines[1]
+    # the peer, never run at these budgets, is listed as such under each
+    peer = [ln for ln in ablations.markdown(doc).splitlines() if "autoregressive" in ln]
+    assert len(peer) == 2 and all("not yet run" in ln for ln in peer)

@@ -1,0 +1,128 @@
+"""Recovery demonstrations against compounding errors (issue 12, section 5 of results.md):
+DAgger-style rounds in the simulator, with a control that trains as long without them.
+
+Round r: the policy of round r-1 (round 0: ``--base``, a trained checkpoint) drives
+``--episodes`` held-out random layouts of the task for a random 5..40 steps, the scripted
+expert takes over and finishes (``llada-vla-sim-collect --takeover``; only the expert's part
+is recorded); the policy is then fine-tuned ``--steps`` more on the expert demonstrations plus
+every recovery recorded so far (DAgger's aggregation). The control fine-tunes the base as
+many steps on the demonstrations alone, so that what the recoveries add is told apart from
+what more training adds. Every checkpoint is scored closed loop on the 24 grid episodes and
+``--eval-episodes`` held-out random layouts (seeds 1000+).
+
+    OMP_NUM_THREADS=1 python benchmarks/recovery.py --base out/sim_runs/runs/F --rounds 2 \\
+        --train-options='--lr 3e-4 --loss-weight mean --random-shift 4 --eval-every 2000'
+
+Resumable like the other sweeps (collections, runs and evaluations cached under
+``out/sim_runs``); results in ``benchmarks/results/recovery.json`` and ``.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import time
+from pathlib import Path
+
+import sim_runs as R
+
+RESULTS = R.ROOT / "benchmarks" / "results" / "recovery.json"
+MARKDOWN = R.ROOT / "benchmarks" / "results" / "recovery.md"
+TAKEOVER_SEED = 5000  # round r collects from seed TAKEOVER_SEED + 1000 (r - 1)
+
+
+def recoveries(policy: Path, task: str, episodes: int, seed: int, tag: str, log=print) -> list:
+    """Bags of the expert taking over from ``policy`` (collected once)."""
+    from llada_vla_ros.sim import collect
+
+    out = R.WORK / "demos" / f"{task}_takeover_{tag}_s{seed}_{R.IMAGE_SIZE}_noise{R.NOISE:g}"
+    if not (out / "collect_log.json").is_file():
+        log(f"collecting recoveries from {policy.name}: seeds {seed}..{seed + episodes - 1}")
+        code = collect.main(["--task", task, "--episodes", str(episodes), "--seed", str(seed),
+                             "--out", str(out), "--overwrite", "--image-size", R.IMAGE_SIZE,
+                             "--noise", str(R.NOISE), "--takeover", str(policy), "--quiet"])
+        if code != 0:
+            raise RuntimeError(f"llada-vla-sim-collect --takeover failed ({code})")
+    return sorted(str(p) for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
+
+
+def score(ckpt: Path, args) -> dict:
+    return {layout: R.evaluate(ckpt, args.task, layout, n, first)["summary"]
+            for layout, n, first in (("grid", 24, 0),
+                                     ("random", args.eval_episodes, R.EVAL_SEED))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--base", type=Path, required=True, help="the trained checkpoint to improve")
+    p.add_argument("--task", default="carrot")
+    p.add_argument("--demos", type=int, default=500, help="expert demonstrations kept in "
+                   "every fine-tune (the base's own, seeds 0..N-1)")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--episodes", type=int, default=500, help="takeover episodes per round")
+    p.add_argument("--steps", type=int, default=8000, help="fine-tuning steps per round")
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--train-options", default="", type=shlex.split,
+                   help="llada-vla-train options of every fine-tune (part of the run names)")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    base = args.base.resolve()
+    doc = R.load_results(RESULTS)
+    start = R._cpu()
+    demos = R.demos(args.task, args.demos)
+    val = R.demos(args.task, 5, seed=R.VAL_SEED)
+    stem = f"recovery-{args.task}-{base.name}-n{args.demos}-steps{args.steps}" \
+           f"{R.recipe_tag(args.train_options)}"
+    rows = {"base": {"round": 0, "data": f"{args.demos} demonstrations (the base's)",
+                     "steps": 0, "run": base.name, **score(base, args)}}
+    policy, gathered = base, []
+    for r in range(1, args.rounds + 1):
+        seed = TAKEOVER_SEED + 1000 * (r - 1)
+        gathered += recoveries(policy, args.task, args.episodes, seed, f"{stem}-r{r - 1}")
+        for name, bags, init, what in (
+                (f"{stem}-r{r}", demos + gathered, policy,
+                 f"{args.demos} demonstrations + {len(gathered)} recoveries"),
+                (f"{stem}-control{r}", demos, base if r == 1 else
+                 R.WORK / "runs" / f"{stem}-control{r - 1}", f"{args.demos} demonstrations")):
+            ckpt, log = R.train(name, bags, val, ["--init", str(init), "--steps",
+                                                  str(args.steps), *args.train_options])
+            rows[name] = {"round": r, "data": what, "steps": r * args.steps, "run": name,
+                          "training_seconds": log["training_seconds"],
+                          "final_val": (log["evals"] or [None])[-1], **score(ckpt, args)}
+        policy = R.WORK / "runs" / f"{stem}-r{r}"
+    doc.setdefault("runs", {})[stem] = {
+        "base": str(base), "task": args.task, "rows": rows, "date": time.strftime("%Y-%m-%d"),
+        "train_options": args.train_options}
+    doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + R._cpu() - start
+    doc["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, torch "
+                      f"{torch.__version__}, {torch.get_num_threads()} thread(s)")
+    R.save_results(RESULTS, doc)
+    MARKDOWN.write_text(markdown(doc), encoding="utf-8")
+    print(markdown(doc))
+    return 0
+
+
+def markdown(doc: dict) -> str:
+    out = []
+    for stem, sweep in doc["runs"].items():
+        out += [f"### {stem}", "", "| policy | round | trained on | fine-tuning steps | "
+                "grid success % (95 % CI) | random success % (95 % CI) | grasp % (grid / "
+                "random) | held-out val loss / token acc. % |", "|---|---:|---|---:|---|---|---|---|"]
+        for name, row in sweep["rows"].items():
+            v = row.get("final_val")
+            val = f"{v['loss']:.3f} / {100 * v['token_accuracy']:.1f}" if v else "-"
+            out.append(f"| {name} | {row['round']} | {row['data']} | {row['steps']} | "
+                       f"{R.pct(row['grid'])} | {R.pct(row['random'])} | "
+                       f"{100 * row['grid']['grasp_rate']:.0f} / "
+                       f"{100 * row['random']['grasp_rate']:.0f} | {val} |")
+        out.append("")
+    out.append(f"CPU time of all runs so far: {doc.get('cpu_seconds', 0) / 3600:.2f} h "
+               f"({doc.get('machine', '')}).")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
