@@ -108,14 +108,21 @@ def main(argv=None) -> int:
 def markdown(doc: dict) -> str:
     out = []
     for stem, sweep in doc["runs"].items():
-        out += [f"### {stem}", "", "| policy | round | trained on | fine-tuning steps | "
-                "grid success % (95 % CI) | random success % (95 % CI) | grasp % (grid / "
-                "random) | held-out val loss / token acc. % |", "|---|---:|---|---:|---|---|---|---|"]
+        out += [f"### {stem}", "", f"Base: `{Path(sweep['base']).name}`; fine-tuning options "
+                f"`{' '.join(sweep['train_options'])}`; run directories `<stem>-r<round>` and "
+                "`<stem>-control<round>`.", "", "| policy | round | trained on | fine-tuning steps | "
+                "grid success % (95 % CI) | random success % (95 % CI) | both layouts | grasp % "
+                "(grid / random) | held-out val loss / token acc. % |",
+                "|---|---:|---|---:|---|---|---|---|---|"]
         for name, row in sweep["rows"].items():
             v = row.get("final_val")
             val = f"{v['loss']:.3f} / {100 * v['token_accuracy']:.1f}" if v else "-"
-            out.append(f"| {name} | {row['round']} | {row['data']} | {row['steps']} | "
+            label = ("base" if row["round"] == 0 else "control (demonstrations only)"
+                     if "-control" in name else "with recoveries (DAgger-style)")
+            out.append(f"| {label} | {row['round']} | {row['data']} | {row['steps']} | "
                        f"{R.pct(row['grid'])} | {R.pct(row['random'])} | "
+                       f"{row['grid']['successes'] + row['random']['successes']}/"
+                       f"{row['grid']['episodes'] + row['random']['episodes']} | "
                        f"{100 * row['grid']['grasp_rate']:.0f} / "
                        f"{100 * row['random']['grasp_rate']:.0f} | {val} |")
         out.append("")

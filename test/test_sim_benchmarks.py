@@ -85,3 +85,24 @@ def test_ablation_tables_never_pool_different_budgets():
     # the peer, never run at these budgets, is listed as such under each
     peer = [ln for ln in ablations.markdown(doc).splitlines() if "autoregressive" in ln]
     assert len(peer) == 2 and all("not yet run" in ln for ln in peer)
+
+
+def test_recovery_table_labels_rounds_and_pools_layouts():
+    import recovery
+
+    def s(wins, n):
+        return {"episodes": n, "successes": wins, "success_rate": wins / n,
+                "wilson_95": [0.0, 0.5], "grasp_rate": 0.5}
+    rows = {"base": {"round": 0, "data": "500 demonstrations", "steps": 0,
+                     "grid": s(6, 24), "random": s(11, 50)},
+            "stem-r1": {"round": 1, "data": "500 + 362", "steps": 8000, "grid": s(6, 24),
+                        "random": s(17, 50), "final_val": {"loss": 1.6, "token_accuracy": 0.4}},
+            "stem-control1": {"round": 1, "data": "500", "steps": 8000, "grid": s(8, 24),
+                              "random": s(12, 50), "final_val": None}}
+    table = recovery.markdown({"runs": {"stem": {"base": "/x/F", "train_options": ["--lr", "3e-4"],
+                                                 "rows": rows}}})
+    lines = [ln for ln in table.splitlines() if ln.startswith("| ") and "round |" not in ln]
+    assert [ln.split(" | ")[0] for ln in lines] == [
+        "| base", "| with recoveries (DAgger-style)", "| control (demonstrations only)"]
+    assert [ln.split(" | ")[6] for ln in lines] == ["17/74", "23/74", "20/74"]
+    assert "`F`" in table and "`--lr 3e-4`" in table
