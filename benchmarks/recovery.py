@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--episodes", type=int, default=500, help="takeover episodes per round")
     p.add_argument("--steps", type=int, default=8000, help="fine-tuning steps per round")
+    p.add_argument("--control-rounds", type=int, default=None,
+                   help="rounds that get a control (default: all)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--train-options", default="", type=shlex.split,
                    help="llada-vla-train options of every fine-tune (part of the run names)")
@@ -82,11 +84,13 @@ def main(argv=None) -> int:
     for r in range(1, args.rounds + 1):
         seed = TAKEOVER_SEED + 1000 * (r - 1)
         gathered += recoveries(policy, args.task, args.episodes, seed, f"{stem}-r{r - 1}")
-        for name, bags, init, what in (
-                (f"{stem}-r{r}", demos + gathered, policy,
-                 f"{args.demos} demonstrations + {len(gathered)} recoveries"),
-                (f"{stem}-control{r}", demos, base if r == 1 else
-                 R.WORK / "runs" / f"{stem}-control{r - 1}", f"{args.demos} demonstrations")):
+        runs = [(f"{stem}-r{r}", demos + gathered, policy,
+                 f"{args.demos} demonstrations + {len(gathered)} recoveries")]
+        if args.control_rounds is None or r <= args.control_rounds:
+            runs.append((f"{stem}-control{r}", demos, base if r == 1 else
+                         R.WORK / "runs" / f"{stem}-control{r - 1}",
+                         f"{args.demos} demonstrations"))
+        for name, bags, init, what in runs:
             ckpt, log = R.train(name, bags, val, ["--init", str(init), "--steps",
                                                   str(args.steps), *args.train_options])
             rows[name] = {"round": r, "data": what, "steps": r * args.steps, "run": name,
