@@ -181,8 +181,7 @@ def markdown(doc: dict) -> str:
                        f"{','.join(str(r['train_seed']) for r in mine)} | {pooled['grid']} | "
                        f"{pooled['random']} | {seeds} | {grasp} | {latency} | {val} |")
         out.append("")
-    out.append(f"CPU time of all runs so far: {doc.get('cpu_seconds', 0) / 3600:.2f} h "
-               f"({doc.get('machine', '')}).")
+    out.append(R.cpu_line(doc))
     return "\n".join(out) + "\n"
 
 

@@ -130,8 +130,7 @@ def markdown(doc: dict) -> str:
                        f"{100 * row['grid']['grasp_rate']:.0f} / "
                        f"{100 * row['random']['grasp_rate']:.0f} | {val} |")
         out.append("")
-    out.append(f"CPU time of all runs so far: {doc.get('cpu_seconds', 0) / 3600:.2f} h "
-               f"({doc.get('machine', '')}).")
+    out.append(R.cpu_line(doc))
     return "\n".join(out) + "\n"
 
 

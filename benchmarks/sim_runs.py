@@ -147,6 +147,12 @@ def save_results(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
 
+def cpu_line(doc: dict) -> str:
+    """The tables' footer: CPU time of every run so far, and the machine."""
+    return (f"CPU time of all runs so far: {doc.get('cpu_seconds', 0) / 3600:.2f} h "
+            f"({doc.get('machine', '')}).")
+
+
 def pct(s: dict) -> str:
     """'55.0 (42.1-67.3)': success % with the 95 % Wilson interval."""
     lo, hi = s["wilson_95"]

@@ -103,8 +103,7 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {r['demos_per_task']} | {r['train_seed']} | {r['steps']} | "
                      f"{recipe(r)} | {r['training_seconds'] / 60:.0f} | {val} | "
                      + " | ".join(cells + avg) + f" | {', '.join(grasp)} |")
-    lines += ["", f"CPU time of all runs so far: {doc.get('cpu_seconds', 0) / 3600:.2f} h "
-              f"({doc.get('machine', '')})."]
+    lines += ["", R.cpu_line(doc)]
     return "\n".join(lines) + "\n"
 
 
