@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import time
 
@@ -117,18 +116,13 @@ def main(argv=None) -> int:
                            "run": name, "train_options": options,
                            "decoding": list(decoding), "actions_per_chunk": per_chunk,
                            "training_seconds": train_log["training_seconds"],
-                           "final_val": (train_log["evals"] or [None])[-1],
-                           "date": time.strftime("%Y-%m-%d")}
-                    for layout, n, first in (("grid", 24, 0),
-                                             ("random", args.eval_episodes, R.EVAL_SEED)):
-                        e = R.evaluate(ckpt, args.task, layout, n, first, decoding=decoding,
-                                       actions_per_chunk=per_chunk)
-                        row[layout] = e["summary"]
+                           "final_val": R.final_val(train_log),
+                           "date": time.strftime("%Y-%m-%d"),
+                           **R.score(ckpt, args.task, args.eval_episodes, decoding=decoding,
+                                     actions_per_chunk=per_chunk)}
                     doc["rows"][key] = row
                     doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + R._cpu() - start
-                    doc["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, torch "
-                                      f"{torch.__version__}, {torch.get_num_threads()} "
-                                      "thread(s)")
+                    doc["machine"] = R.machine()
                     R.save_results(RESULTS, doc)
                     MARKDOWN.write_text(markdown(doc), encoding="utf-8")
     MARKDOWN.write_text(markdown(doc), encoding="utf-8")
@@ -175,8 +169,8 @@ def markdown(doc: dict) -> str:
                                 / sum(r[lay]["episodes"] for r in mine))
                 for lay in ("grid", "random"))
             r0 = mine[0]
-            val = "; ".join(f"{v['loss']:.3f} / {100 * v['token_accuracy']:.1f}"
-                            for v in (r.get("final_val") for r in mine) if v) or "-"
+            val = "; ".join(R.val_cell(v) for v in (r.get("final_val") for r in mine)
+                            if v) or "-"
             out.append(f"| {label} | {r0['task']} | {r0['demos']} | {r0['steps']} | "
                        f"{','.join(str(r['train_seed']) for r in mine)} | {pooled['grid']} | "
                        f"{pooled['random']} | {seeds} | {grasp} | {latency} | {val} |")

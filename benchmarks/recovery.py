@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import time
 from pathlib import Path
@@ -45,12 +44,6 @@ def recoveries(policy: Path, task: str, episodes: int, seed: int, tag: str, log=
         if code != 0:
             raise RuntimeError(f"llada-vla-sim-collect --takeover failed ({code})")
     return sorted(str(p) for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
-
-
-def score(ckpt: Path, args) -> dict:
-    return {layout: R.evaluate(ckpt, args.task, layout, n, first)["summary"]
-            for layout, n, first in (("grid", 24, 0),
-                                     ("random", args.eval_episodes, R.EVAL_SEED))}
 
 
 def main(argv=None) -> int:
@@ -79,7 +72,8 @@ def main(argv=None) -> int:
     stem = f"recovery-{args.task}-{base.name}-n{args.demos}-steps{args.steps}" \
            f"{R.recipe_tag(args.train_options)}"
     rows = {"base": {"round": 0, "data": f"{args.demos} demonstrations (the base's)",
-                     "steps": 0, "run": base.name, **score(base, args)}}
+                     "steps": 0, "run": base.name,
+                     **R.score(base, args.task, args.eval_episodes)}}
     policy, gathered = base, []
     for r in range(1, args.rounds + 1):
         seed = TAKEOVER_SEED + 1000 * (r - 1)
@@ -95,14 +89,14 @@ def main(argv=None) -> int:
                                                   str(args.steps), *args.train_options])
             rows[name] = {"round": r, "data": what, "steps": r * args.steps, "run": name,
                           "training_seconds": log["training_seconds"],
-                          "final_val": (log["evals"] or [None])[-1], **score(ckpt, args)}
+                          "final_val": R.final_val(log),
+                          **R.score(ckpt, args.task, args.eval_episodes)}
         policy = R.WORK / "runs" / f"{stem}-r{r}"
     doc.setdefault("runs", {})[stem] = {
         "base": str(base), "task": args.task, "rows": rows, "date": time.strftime("%Y-%m-%d"),
         "train_options": args.train_options}
     doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + R._cpu() - start
-    doc["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, torch "
-                      f"{torch.__version__}, {torch.get_num_threads()} thread(s)")
+    doc["machine"] = R.machine()
     R.save_results(RESULTS, doc)
     MARKDOWN.write_text(markdown(doc), encoding="utf-8")
     print(markdown(doc))
@@ -119,8 +113,6 @@ def markdown(doc: dict) -> str:
                 "(grid / random) | held-out val loss / token acc. % |",
                 "|---|---:|---|---:|---|---|---|---|---|"]
         for name, row in sweep["rows"].items():
-            v = row.get("final_val")
-            val = f"{v['loss']:.3f} / {100 * v['token_accuracy']:.1f}" if v else "-"
             label = ("base" if row["round"] == 0 else "control (demonstrations only)"
                      if "-control" in name else "with recoveries (DAgger-style)")
             out.append(f"| {label} | {row['round']} | {row['data']} | {row['steps']} | "
@@ -128,7 +120,8 @@ def markdown(doc: dict) -> str:
                        f"{row['grid']['successes'] + row['random']['successes']}/"
                        f"{row['grid']['episodes'] + row['random']['episodes']} | "
                        f"{100 * row['grid']['grasp_rate']:.0f} / "
-                       f"{100 * row['random']['grasp_rate']:.0f} | {val} |")
+                       f"{100 * row['random']['grasp_rate']:.0f} | "
+                       f"{R.val_cell(row.get('final_val'))} |")
         out.append("")
     out.append(R.cpu_line(doc))
     return "\n".join(out) + "\n"

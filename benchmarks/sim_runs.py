@@ -147,6 +147,33 @@ def save_results(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
 
+def score(ckpt: Path, task: str, random_episodes: int, **options) -> dict:
+    """Closed-loop summaries of ``ckpt`` on the 24 grid episodes and ``random_episodes``
+    held-out random layouts (seeds EVAL_SEED...): {"grid": ..., "random": ...};
+    ``options`` go to ``evaluate`` (decoding, actions_per_chunk)."""
+    return {layout: evaluate(ckpt, task, layout, n, first, **options)["summary"]
+            for layout, n, first in (("grid", 24, 0), ("random", random_episodes, EVAL_SEED))}
+
+
+def final_val(train_log: dict):
+    """The last held-out evaluation of a training log (None without one)."""
+    return (train_log["evals"] or [None])[-1]
+
+
+def val_cell(v) -> str:
+    """'1.643 / 40.4': held-out loss / token accuracy %, '-' without an evaluation."""
+    return f"{v['loss']:.3f} / {100 * v['token_accuracy']:.1f}" if v else "-"
+
+
+def machine() -> str:
+    """What the CPU times were measured on."""
+    import platform
+
+    import torch
+    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s)")
+
+
 def cpu_line(doc: dict) -> str:
     """The tables' footer: CPU time of every run so far, and the machine."""
     return (f"CPU time of all runs so far: {doc.get('cpu_seconds', 0) / 3600:.2f} h "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import time
 from pathlib import Path
@@ -62,7 +61,7 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
         "examples": train_log["examples"], "training_seconds": train_log["training_seconds"],
         "lr": train_log["args"]["lr"], "random_shift": train_log["args"]["random_shift"],
         "train_cpu_seconds": train_log.get("cpu_seconds"),
-        "final_val": train_log["evals"][-1] if train_log["evals"] else None,
+        "final_val": R.final_val(train_log),
         "stopped": train_log.get("stopped"),
         "evaluations": {k: {"summary": v["summary"], "cpu_seconds": v["cpu_seconds"]}
                         for k, v in evals.items()},
@@ -98,10 +97,8 @@ def markdown(doc: dict) -> str:
                        else "not run")
             grasp.append(f"{100 * sum(g['grasp_rate'] for g in got) / len(got):.0f}" if full
                          else "-")
-        v = r.get("final_val")
-        val = f"{v['loss']:.3f} / {100 * v['token_accuracy']:.1f}" if v else "-"
         lines.append(f"| {r['demos_per_task']} | {r['train_seed']} | {r['steps']} | "
-                     f"{recipe(r)} | {r['training_seconds'] / 60:.0f} | {val} | "
+                     f"{recipe(r)} | {r['training_seconds'] / 60:.0f} | {R.val_cell(r.get('final_val'))} | "
                      + " | ".join(cells + avg) + f" | {', '.join(grasp)} |")
     lines += ["", R.cpu_line(doc)]
     return "\n".join(lines) + "\n"
@@ -159,8 +156,7 @@ def main(argv=None) -> int:
                 start = R._cpu()
                 one_run(args, n, seed, doc)
                 doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + R._cpu() - start
-                doc["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, torch "
-                                  f"{torch.__version__}, {torch.get_num_threads()} thread(s)")
+                doc["machine"] = R.machine()
                 R.save_results(RESULTS, doc)
     if doc["runs"]:
         MARKDOWN.write_text(markdown(doc), encoding="utf-8")
