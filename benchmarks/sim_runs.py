@@ -100,18 +100,22 @@ def train(name: str, bags: list, val_bags: list, options: list, log=print) -> tu
 
 def evaluate(ckpt: Path, task: str, layout: str, episodes: int, seed: int,
              image_size: str = IMAGE_SIZE, decoding: tuple = (), actions_per_chunk: int = 5,
-             log=print) -> dict:
-    """Closed-loop outcome of ``ckpt`` on ``episodes`` seeds of ``task`` (cached)."""
+             ensemble_decay=None, log=print) -> dict:
+    """Closed-loop outcome of ``ckpt`` on ``episodes`` seeds of ``task`` (cached).
+    ``ensemble_decay``: None for the receding horizon (the node's default), else temporal
+    ensembling with that decay."""
     from llada_vla_ros.sim import evaluate as E
 
+    execution = ([] if ensemble_decay is None else
+                 ["--execution-mode", "temporal_ensemble", "--ensemble-decay", str(ensemble_decay)])
     key = hashlib.sha1(json.dumps([task, layout, episodes, seed, image_size, list(decoding),
-                                   actions_per_chunk]).encode()).hexdigest()[:12]
+                                   actions_per_chunk, *execution]).encode()).hexdigest()[:12]
     path = Path(ckpt) / f"eval_{key}.json"
     if not path.is_file():
         args = E.build_parser().parse_args(
             ["--policy", str(ckpt), "--task", task, "--layout", layout, "--episodes",
              str(episodes), "--seed", str(seed), "--image-size", image_size, "--videos", "0",
-             "--actions-per-chunk", str(actions_per_chunk), "--quiet"]
+             "--actions-per-chunk", str(actions_per_chunk), "--quiet", *execution]
             + (["--decoding", *decoding] if decoding else []))
         E.check_args(args)
         clock = CpuClock()
@@ -121,7 +125,7 @@ def evaluate(ckpt: Path, task: str, layout: str, episodes: int, seed: int,
         summary = E.summarize(episodes_out)
         record = {"task": task, "layout": layout, "seeds": [seed, seed + episodes - 1],
                   "image_size": image_size, "decoding": list(decoding),
-                  "actions_per_chunk": actions_per_chunk,
+                  "actions_per_chunk": actions_per_chunk, "ensemble_decay": ensemble_decay,
                   "summary": summary[task], "cpu_seconds": clock.seconds,
                   "wall_seconds": time.perf_counter() - start,
                   "outcomes": [e["success"] for e in episodes_out]}
@@ -150,7 +154,7 @@ def save_results(path: Path, doc: dict) -> None:
 def score(ckpt: Path, task: str, random_episodes: int, **options) -> dict:
     """Closed-loop summaries of ``ckpt`` on the 24 grid episodes and ``random_episodes``
     held-out random layouts (seeds EVAL_SEED...): {"grid": ..., "random": ...};
-    ``options`` go to ``evaluate`` (decoding, actions_per_chunk)."""
+    ``options`` go to ``evaluate`` (decoding, actions_per_chunk, ensemble_decay)."""
     return {layout: evaluate(ckpt, task, layout, n, first, **options)["summary"]
             for layout, n, first in (("grid", 24, 0), ("random", random_episodes, EVAL_SEED))}
 

@@ -196,3 +196,50 @@ def test_driver_semantics(worlds):
     w.set_torque(True)
     w.advance(0.5)
     assert np.abs(w.arm_joints() - fallen).max() < 0.02
+
+
+class _Recording:
+    """The environment, recording every action it is given (everything else passes through)."""
+
+    def __init__(self, env):
+        self._env, self.actions = env, []
+
+    def step(self, action):
+        self.actions.append(np.asarray(action, dtype=np.float64))
+        return self._env.step(action)
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+
+class _Counting:
+    """The expert, keeping every chunk it predicts."""
+
+    def __init__(self, policy):
+        self.policy, self.chunks = policy, []
+
+    def predict(self, image, instruction):
+        chunk = self.policy.predict(image, instruction)
+        self.chunks.append(np.asarray(chunk.actions, dtype=np.float64))
+        return chunk
+
+
+def test_episodes_execute_chunks_through_the_nodes_chunk_executor():
+    """Receding horizon: a chunk every 5 steps, its actions as predicted; temporal ensembling
+    (the node's execution_mode): a chunk every step, each step the mean of the overlapping
+    predictions for it."""
+    env = _Recording(WidowXTabletopEnv("carrot", "random", image_size=None))
+    policy = _Counting(expert_for(env._env))
+    e = run_episode(env, policy, 11)
+    assert e["success"] and len(policy.chunks) == -(-e["steps"] // 5)
+    np.testing.assert_allclose(env.actions[:5], policy.chunks[0][:5])
+    np.testing.assert_allclose(env.actions[5], policy.chunks[1][0])
+
+    env.actions, policy.chunks = [], []
+    e = run_episode(env, policy, 11, execution_mode="temporal_ensemble", ensemble_decay=0.0)
+    assert len(policy.chunks) == len(env.actions) == e["steps"]
+    c = policy.chunks
+    np.testing.assert_allclose(env.actions[0], c[0][0])
+    np.testing.assert_allclose(env.actions[1], (c[0][1] + c[1][0]) / 2)
+    np.testing.assert_allclose(env.actions[6], np.mean([c[k][6 - k] for k in range(2, 7)], 0))
+    env.close()

@@ -106,3 +106,26 @@ def test_recovery_table_labels_rounds_and_pools_layouts():
         "| base", "| with recoveries (DAgger-style)", "| control (demonstrations only)"]
     assert [ln.split(" | ")[6] for ln in lines] == ["17/74", "23/74", "20/74"]
     assert "`F`" in table and "`--lr 3e-4`" in table
+
+
+def test_execution_table_has_one_row_per_variant_and_pools_layouts():
+    import execution
+
+    todo = execution.variants([1, 5], [0.0, 0.5])
+    assert todo == {"receding horizon, 1 action(s) per chunk": {"actions_per_chunk": 1},
+                    "receding horizon, 5 action(s) per chunk": {"actions_per_chunk": 5},
+                    "temporal ensemble, decay 0": {"ensemble_decay": 0.0},
+                    "temporal ensemble, decay 0.5": {"ensemble_decay": 0.5}}
+
+    def s(wins, n, steps):
+        return {"episodes": n, "successes": wins, "success_rate": wins / n,
+                "wilson_95": [0.0, 0.5], "grasp_rate": 0.5,
+                "mean_steps_to_success": steps, "latency_ms": {"median": 21.0}}
+    rows = [{"label": label, "task": "carrot", "grid": s(w, 24, 30.0), "random": s(2 * w, 50, 45.0)}
+            for label, w in zip(todo, (0, 6, 3, 1))]
+    rows[0]["grid"]["mean_steps_to_success"] = rows[0]["random"]["mean_steps_to_success"] = None
+    lines = [ln for ln in execution.markdown({"checkpoints": {"F": rows}}).splitlines()
+             if ln.startswith("| receding") or ln.startswith("| temporal")]
+    assert [ln.split(" | ")[3] for ln in lines] == ["0/74", "18/74", "9/74", "3/74"]
+    # steps to success: weighted by each layout's successes (6 x 30 + 12 x 45) / 18 = 40
+    assert lines[0].split(" | ")[5] == "-" and lines[1].split(" | ")[5] == "40.0"

@@ -85,6 +85,16 @@ def test_train_on_the_demos_then_evaluate_in_the_simulator(demos, tmp_path):
     assert report["mode"] == "in-process"
     for name in ("report.md", "report.html", "contact_sheet.png", "videos/stack_seed0.mp4"):
         assert (out / name).stat().st_size > 0, name
+    assert len(episode["latency_ms"]) == -(-episode["steps"] // 5)  # a chunk per 5 steps
+
+    # the node's temporal ensembling: a chunk every step
+    assert sim_eval.main(["--policy", str(ckpt), "--task", "stack", "--episodes", "1",
+                          "--image-size", "64x48", "--out", str(out), "--quiet", "--videos", "0",
+                          "--execution-mode", "temporal_ensemble", "--ensemble-decay", "0.5"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    [episode] = report["episodes"]
+    assert report["execution_mode"] == "temporal_ensemble" and report["ensemble_decay"] == 0.5
+    assert len(episode["latency_ms"]) == episode["steps"]
 
 
 def test_takeover_records_the_expert_recovering_from_the_policys_states(demos, tmp_path,
@@ -149,7 +159,7 @@ def test_expert_resumes_an_episode_in_progress():
     env.close()
 
 
-def test_expert_in_process_report(tmp_path):
+def test_expert_in_process_report(tmp_path, capsys):
     from llada_vla_ros.ros import sim_eval
 
     out = tmp_path / "eval"
@@ -164,6 +174,9 @@ def test_expert_in_process_report(tmp_path):
     md = (out / "report.md").read_text()
     assert "| eggplant | 2/2 | 100.0 |" in md
     assert sim_eval.main(["--policy", "/no/such/ckpt", "--out", str(out)]) == 2
+    assert sim_eval.main(["--policy", "expert", "--execution-mode", "temporal_ensemble",
+                          "--ensemble-decay", "nan", "--out", str(out)]) == 2
+    assert "ensemble_decay must be finite" in capsys.readouterr().err
 
 
 def test_wilson_interval_and_summary():

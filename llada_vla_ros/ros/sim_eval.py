@@ -149,6 +149,9 @@ def run_task_through_ros(args, task_name: str, out: Path, ready_timeout: float =
                         env, logs / f"sim_world_{task.name}.log"),
              start_node("policy_node", {"model_path": spec, "execute": False,
                                         "device": args.device, "dtype": args.dtype or "",
+                                        "execution_mode": args.execution_mode,
+                                        "actions_per_chunk": args.actions_per_chunk,
+                                        "ensemble_decay": args.ensemble_decay,
                                         **decoding_parameters(args.decoding)},
                         env, logs / f"policy_node_{task.name}.log")]
     op = None

@@ -3,8 +3,12 @@
 In this process (``run_in_process``): for each task and seed, reset the environment, ask the
 policy for a chunk on the camera frame and the task's instruction, execute its first
 ``actions_per_chunk`` actions (receding horizon, as the node does), until success or the
-step limit. ``llada-vla-sim-eval --through-ros`` (``ros/sim_eval.py``) runs the same
-episodes through the real ``policy_node`` and ``sim_world`` processes and reports the same way.
+step limit; or, with ``--execution-mode temporal_ensemble``, re-plan every step and execute
+the weighted mean of every chunk's prediction for that step (ACT's temporal ensembling). Both
+go through the node's ``ChunkExecutor``. ``llada-vla-sim-eval --through-ros``
+(``ros/sim_eval.py``) runs the same episodes through the real ``policy_node`` and
+``sim_world`` processes (the same execution options as its parameters) and reports the same
+way.
 
 Report (``report.json``/``.md``/``.html``, in the style of ``llada-vla-eval``): per task the
 success rate with its 95 % Wilson interval, grasp rate (the source was held at some point),
@@ -23,6 +27,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..execution import MODES, ChunkExecutor
 from .tasks import LAYOUTS, TASKS, task_names
 
 CONTACT_SHEET = "contact_sheet.png"
@@ -53,24 +58,32 @@ BLANK = np.zeros((4, 4, 3), np.uint8)  # the frame of an environment without a c
 
 
 def run_episode(env, policy, seed: int, actions_per_chunk: int = 5,
-                keep_frames: bool = False) -> dict:
-    """One closed-loop episode; returns its outcome (and frames when asked). Without a
-    camera (``image_size=None``) the policy sees a blank frame: for the privileged expert."""
+                keep_frames: bool = False, execution_mode: str = "receding_horizon",
+                ensemble_decay: float = 0.0) -> dict:
+    """One closed-loop episode; returns its outcome (and frames when asked). Chunks become
+    one action per step through the node's ``ChunkExecutor`` (``execution_mode``,
+    ``actions_per_chunk``, ``ensemble_decay`` as its parameters); the policy is asked for a
+    chunk whenever the executor needs one. Without a camera (``image_size=None``) the policy
+    sees a blank frame: for the privileged expert."""
+    executor = ChunkExecutor(execution_mode, actions_per_chunk, ensemble_decay)
     obs, info = env.reset(seed=seed)
     frames = [obs["image"]] if keep_frames else None
     latencies, held = [], 0
-    done = False
+    done, step = False, 0
     while not done:
-        chunk = policy.predict(obs.get("image", BLANK), env.instruction)
-        latencies.append(float(chunk.inference_ms))
-        for action in np.asarray(chunk.actions)[:actions_per_chunk]:
-            obs, _, terminated, truncated, info = env.step(action)
-            held += int(info["held"])
-            if keep_frames:
-                frames.append(obs["image"])
-            done = terminated or truncated
-            if done:
-                break
+        if executor.needs_chunk():
+            chunk = policy.predict(obs.get("image", BLANK), env.instruction)
+            latencies.append(float(chunk.inference_ms))
+            executor.add_chunk(chunk.actions, step)
+        action = executor.pop(step)
+        if action is None:  # an empty chunk: the node would hold; here nothing comes later
+            raise RuntimeError(f"the policy gave no action for step {step}")
+        obs, _, terminated, truncated, info = env.step(action)
+        step += 1
+        held += int(info["held"])
+        if keep_frames:
+            frames.append(obs["image"])
+        done = terminated or truncated
     return {"task": env.task.name, "seed": int(seed), "success": bool(info["success"]),
             "steps": int(info["steps"]),
             "steps_to_success": int(info["steps"]) if info["success"] else None,
@@ -129,7 +142,8 @@ def run_in_process(args, progress: bool = True) -> tuple:
         policy = shared or make_policy(args.policy, env)
         for k in range(args.episodes):
             keep = k < args.videos
-            e = run_episode(env, policy, args.seed + k, args.actions_per_chunk, keep)
+            e = run_episode(env, policy, args.seed + k, args.actions_per_chunk, keep,
+                            args.execution_mode, args.ensemble_decay)
             frames = e.pop("frames")
             if keep:
                 videos[(name, e["seed"])] = frames
@@ -228,6 +242,7 @@ def build_report(args, episodes: list, seconds: float, mode: str) -> dict:
             "seeds": f"{args.seed}..{args.seed + args.episodes - 1}",
             "image_size": "x".join(map(str, args.image_size)), "seconds": seconds,
             "actions_per_chunk": args.actions_per_chunk,
+            "execution_mode": args.execution_mode, "ensemble_decay": args.ensemble_decay,
             "summary": summarize(episodes), "episodes": episodes}
 
 
@@ -247,7 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=parse_size, default=(640, 480), metavar="WxH",
                    help="camera frame size given to the policy (default 640x480)")
     p.add_argument("--actions-per-chunk", type=int, default=5,
-                   help="actions executed per chunk before re-planning (in-process)")
+                   help="actions executed per chunk before re-planning, or each chunk's "
+                        "actions in the ensemble")
+    p.add_argument("--execution-mode", choices=MODES, default="receding_horizon",
+                   help="the node's execution_mode parameter")
+    p.add_argument("--ensemble-decay", type=float, default=0.0,
+                   help="temporal_ensemble: weight exp(-decay * age) (the node's parameter)")
     p.add_argument("--videos", type=int, default=1,
                    help="episodes per task recorded as MP4 and in the contact sheet")
     p.add_argument("--decoding", nargs="+", default=None, metavar="KEY=VALUE",
@@ -265,8 +285,7 @@ def check_args(args) -> None:
     task_names(args.task)  # ValueError naming an unknown task
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    if args.actions_per_chunk < 1:
-        raise ValueError(f"--actions-per-chunk must be >= 1, got {args.actions_per_chunk}")
+    ChunkExecutor(args.execution_mode, args.actions_per_chunk, args.ensemble_decay)  # named
     if args.videos < 0:
         raise ValueError(f"--videos must be >= 0, got {args.videos}")
     if args.decoding:
