@@ -13,6 +13,10 @@ what more training adds. Every checkpoint is scored closed loop on the 24 grid e
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --base out/sim_runs/runs/F --rounds 2 \\
         --train-options='--lr 3e-4 --loss-weight mean --random-shift 4 --eval-every 2000'
 
+``--intervene-mm 5``: the expert also takes over as soon as the policy stops making progress
+(HG-DAgger's gated intervention; run with ``--control-rounds 0`` beside a sweep without it,
+whose controls are the same runs).
+
 Resumable like the other sweeps (collections, runs and evaluations cached under
 ``out/sim_runs``); results in ``benchmarks/results/recovery.json`` and ``.md``.
 """
@@ -31,7 +35,8 @@ MARKDOWN = R.ROOT / "benchmarks" / "results" / "recovery.md"
 TAKEOVER_SEED = 5000  # round r collects from seed TAKEOVER_SEED + 1000 (r - 1)
 
 
-def recoveries(policy: Path, task: str, episodes: int, seed: int, tag: str, log=print) -> list:
+def recoveries(policy: Path, task: str, episodes: int, seed: int, tag: str,
+               intervene_mm: float = 0.0, log=print) -> list:
     """Bags of the expert taking over from ``policy`` (collected once)."""
     from llada_vla_ros.sim import collect
 
@@ -40,7 +45,8 @@ def recoveries(policy: Path, task: str, episodes: int, seed: int, tag: str, log=
         log(f"collecting recoveries from {policy.name}: seeds {seed}..{seed + episodes - 1}")
         code = collect.main(["--task", task, "--episodes", str(episodes), "--seed", str(seed),
                              "--out", str(out), "--overwrite", "--image-size", R.IMAGE_SIZE,
-                             "--noise", str(R.NOISE), "--takeover", str(policy), "--quiet"])
+                             "--noise", str(R.NOISE), "--takeover", str(policy),
+                             "--intervene-mm", str(intervene_mm), "--quiet"])
         if code != 0:
             raise RuntimeError(f"llada-vla-sim-collect --takeover failed ({code})")
     return sorted(str(p) for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
@@ -57,6 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=8000, help="fine-tuning steps per round")
     p.add_argument("--control-rounds", type=int, default=None,
                    help="rounds that get a control (default: all)")
+    p.add_argument("--intervene-mm", type=float, default=0.0,
+                   help="llada-vla-sim-collect --intervene-mm: the expert also takes over "
+                        "when the policy stops making progress (part of the run names)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--train-options", default="", type=shlex.split,
                    help="llada-vla-train options of every fine-tune (part of the run names)")
@@ -70,14 +79,16 @@ def main(argv=None) -> int:
     demos = R.demos(args.task, args.demos)
     val = R.demos(args.task, 5, seed=R.VAL_SEED)
     stem = f"recovery-{args.task}-{base.name}-n{args.demos}-steps{args.steps}" \
-           f"{R.recipe_tag(args.train_options)}"
+           f"{R.recipe_tag(args.train_options)}" \
+           f"{f'-intervene{args.intervene_mm:g}mm' if args.intervene_mm else ''}"
     rows = {"base": {"round": 0, "data": f"{args.demos} demonstrations (the base's)",
                      "steps": 0, "run": base.name,
                      **R.score(base, args.task, args.eval_episodes)}}
     policy, gathered = base, []
     for r in range(1, args.rounds + 1):
         seed = TAKEOVER_SEED + 1000 * (r - 1)
-        gathered += recoveries(policy, args.task, args.episodes, seed, f"{stem}-r{r - 1}")
+        gathered += recoveries(policy, args.task, args.episodes, seed, f"{stem}-r{r - 1}",
+                               args.intervene_mm)
         runs = [(f"{stem}-r{r}", demos + gathered, policy,
                  f"{args.demos} demonstrations + {len(gathered)} recoveries")]
         if args.control_rounds is None or r <= args.control_rounds:

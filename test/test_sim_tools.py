@@ -140,6 +140,44 @@ def test_takeover_records_the_expert_recovering_from_the_policys_states(demos, t
                       str(ckpt), "--handover-steps", "9:3"])
 
 
+def test_no_progress_judges_one_goal_over_the_window():
+    assert not collect.no_progress([("source", 0.2)] * 5, 5, 0.005)  # too short to judge
+    assert collect.no_progress([("source", 0.2)] * 6, 5, 0.005)
+    assert not collect.no_progress([("source", 0.2 - 0.002 * k) for k in range(6)], 5, 0.005)
+    assert collect.no_progress([("source", 0.2 - 0.0009 * k) for k in range(6)], 5, 0.005)
+    # grasped in the window: the goal changed, that is no stall
+    assert not collect.no_progress([("source", 0.02)] * 3 + [("target", 0.3)] * 3, 5, 0.005)
+
+
+def test_expert_intervenes_when_the_policy_makes_no_progress(tmp_path):
+    """--intervene-mm: a policy that holds still is taken over after MIN steps ("no
+    progress"); one that heads for the object keeps the drawn handover ("steps")."""
+    from llada_vla_ros.policy import ActionChunk
+    from llada_vla_ros.sim.env import WidowXTabletopEnv
+    from llada_vla_ros.sim.expert import expert_for
+
+    class Still:
+        def predict(self, image, instruction):
+            return ActionChunk(actions=np.tile([0, 0, 0, 0, 0, 0, 1.0], (5, 1)),
+                               confidence=np.ones(5), inference_ms=0.0, model_id="still")
+
+    env = WidowXTabletopEnv("carrot", "random", image_size=(64, 48))
+    expert = expert_for(env)
+    o = collect.collect_episode(env, expert, 3, tmp_path / "still", 0, 5.0, takeover=Still(),
+                                handover=30, intervene_m=0.005, min_handover=8)
+    assert (o["handover_steps"], o["handover_reason"]) == (8, "no progress")
+    assert o["recorded"] and o["success"]
+    o = collect.collect_episode(env, expert, 3, tmp_path / "still2", 0, 5.0, takeover=Still(),
+                                handover=12)  # no intervention asked: the drawn handover
+    assert (o["handover_steps"], o["handover_reason"]) == (12, "steps")
+    o = collect.collect_episode(env, expert, 3, tmp_path / "moving", 0, 5.0,
+                                takeover=expert_for(env), handover=10, intervene_m=0.005)
+    assert (o["handover_steps"], o["handover_reason"]) == (10, "steps")
+    env.close()
+    assert collect.main(["--task", "carrot", "--out", str(tmp_path / "x"),
+                         "--intervene-mm", "-1"]) == 2
+
+
 def test_expert_resumes_an_episode_in_progress():
     """Taking over with the object held, the expert carries on (fingers stay closed);
     without it, it starts with the approach (fingers open)."""

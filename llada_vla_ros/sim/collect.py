@@ -16,7 +16,10 @@ a 640x480 frame is 0.9 MB); episodes end on success or at the task's step limit.
 expert takes over from the learner): the policy drives for a random number of steps
 (``--handover-steps MIN:MAX``), then the expert takes over and finishes the task; only the
 expert's part is recorded, so the bag is an ordinary demonstration that starts where the
-policy left the arm and the object.
+policy left the arm and the object. ``--intervene-mm D``: the expert also takes over as soon
+as the policy stops making progress, HG-DAgger's gated intervention: over the last
+``PROGRESS_WINDOW`` steps the gripper came less than D mm closer to where it should go (the
+object before it is grasped, the target while it is held).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from .evaluate import parse_size
 from .tasks import LAYOUTS, TASKS, task_names
 
 FRAME_ID = "camera_color_optical_frame"  # realsense2_camera's color optical frame
+PROGRESS_WINDOW = 5  # policy steps over which --intervene-mm judges progress
 
 
 def bag_topics(robot_name: str = T.ROBOT_NAME) -> dict:
@@ -106,26 +110,56 @@ class EpisodeRecorder:
                 bag.write_message(topic, ns, msg)
 
 
+def goal_distance(world) -> tuple:
+    """(goal, metres from the end effector to it): the goal is the source object before it
+    is grasped, the target while it is held (the expert's privileged view)."""
+    role = "target" if world.grasped() else "source"
+    goal = world.object_pose(role)[:3, 3]
+    return role, float(np.linalg.norm(world.ee_pose()[:3, 3] - goal))
+
+
+def no_progress(history: list, window: int, metres: float) -> bool:
+    """Whether the last ``window`` steps of (goal, distance) ``history`` brought the end
+    effector less than ``metres`` closer to one unchanged goal (a grasp or a drop changes
+    the goal: that is progress, or at least not a stall)."""
+    if len(history) <= window:
+        return False
+    recent = history[-1 - window:]
+    if len({goal for goal, _ in recent}) > 1:
+        return False
+    return recent[0][1] - recent[-1][1] < metres
+
+
 def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
                     storage: str = "sqlite3", robot_name: str = T.ROBOT_NAME,
-                    takeover=None, handover: int = 0) -> dict:
+                    takeover=None, handover: int = 0, intervene_m: float = 0.0,
+                    min_handover: int = 0) -> dict:
     """One expert episode into a bag at ``path``; returns its outcome. With a ``takeover``
     policy, that policy acts for ``handover`` steps first (not recorded: the bag starts
-    where the expert takes over); ``recorded`` is False when the episode ended before."""
+    where the expert takes over); ``recorded`` is False when the episode ended before.
+    ``intervene_m`` > 0: the expert takes over earlier (but not before ``min_handover``
+    steps) once the policy came less than that much closer to its goal over the last
+    ``PROGRESS_WINDOW`` steps (``handover_reason`` "no progress", else "steps")."""
     from .evaluate import BLANK
     from .expert import world_state
 
     env.observer = None
     obs, info = env.reset(seed=seed)
-    done = False
+    done, reason = False, "steps"
+    history = [goal_distance(env.world)]
     while takeover is not None and not done and info["steps"] < handover:
         for action in np.asarray(takeover.predict(obs.get("image", BLANK),
                                                   env.instruction).actions):
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
+            history.append(goal_distance(env.world))
+            if (intervene_m > 0 and info["steps"] >= min_handover
+                    and no_progress(history, PROGRESS_WINDOW, intervene_m)):
+                reason, handover = "no progress", info["steps"]
             if done or info["steps"] >= handover:
                 break
-    outcome = {"task": env.task.name, "seed": seed, "handover_steps": int(info["steps"])}
+    outcome = {"task": env.task.name, "seed": seed, "handover_steps": int(info["steps"]),
+               "handover_reason": reason}
     if done:  # the policy succeeded or ran out of steps: nothing for the expert to do
         return {**outcome, "success": bool(info["success"]), "steps": int(info["steps"]),
                 "bag": None, "recorded": False, "duration_s": round(env.world.time, 3)}
@@ -181,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--handover-steps", type=parse_range, default=(5, 40), metavar="MIN:MAX",
                    help="with --takeover: the policy's steps before the expert takes over, "
                         "uniform in MIN..MAX (seeded by --seed)")
+    p.add_argument("--intervene-mm", type=float, default=0.0, metavar="D",
+                   help="with --takeover: the expert also takes over (after MIN steps) once "
+                        f"the gripper came less than D mm closer to its goal over the last "
+                        f"{PROGRESS_WINDOW} steps (0: off)")
     p.add_argument("--min-steps", type=int, default=5,
                    help="with --takeover: drop recordings of fewer expert steps (one training "
                         "example needs a chunk of 5 recorded actions)")
@@ -196,6 +234,8 @@ def check_args(args) -> None:
         raise ValueError(f"--fps must be in (0, 30], got {args.fps}")
     if args.noise < 0:
         raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    if not args.intervene_mm >= 0:
+        raise ValueError(f"--intervene-mm must be >= 0, got {args.intervene_mm}")
     if args.min_steps < 1:
         raise ValueError(f"--min-steps must be >= 1, got {args.min_steps}")
     if args.takeover == "expert":
@@ -247,7 +287,9 @@ def main(argv: Optional[list] = None) -> int:
                 shutil.rmtree(path)
             handover = int(rng.integers(args.handover_steps[0], args.handover_steps[1] + 1))
             o = collect_episode(env, expert, seed, path, t0_ns, args.fps, args.storage,
-                                takeover=takeover, handover=handover)
+                                takeover=takeover, handover=handover,
+                                intervene_m=args.intervene_mm / 1000.0,
+                                min_handover=args.handover_steps[0])
             t0_ns += int((o["duration_s"] + 1.0) * 1e9)  # episodes one after the other
             short = takeover is not None and o["steps"] - o["handover_steps"] < args.min_steps
             if o["bag"] and (short or (not o["success"] and not args.keep_failures)):
