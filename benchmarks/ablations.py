@@ -121,9 +121,7 @@ def main(argv=None) -> int:
                            **R.score(ckpt, args.task, args.eval_episodes, decoding=decoding,
                                      actions_per_chunk=per_chunk)}
                     doc["rows"][key] = row
-                    doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + R._cpu() - start
-                    doc["machine"] = R.machine()
-                    R.save_results(RESULTS, doc)
+                    R.record(RESULTS, doc, start)
                     MARKDOWN.write_text(markdown(doc), encoding="utf-8")
     MARKDOWN.write_text(markdown(doc), encoding="utf-8")
     print(markdown(doc))

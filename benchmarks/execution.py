@@ -79,9 +79,7 @@ def main(argv=None) -> int:
         rows.append({"label": label, "task": args.task, **options, **score,
                      "date": time.strftime("%Y-%m-%d")})
     doc["checkpoints"][args.checkpoint.name] = rows
-    doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + R._cpu() - start
-    doc["machine"] = R.machine()
-    R.save_results(RESULTS, doc)
+    R.record(RESULTS, doc, start)
     MARKDOWN.write_text(markdown(doc), encoding="utf-8")
     print(markdown(doc))
     return 0

@@ -106,9 +106,7 @@ def main(argv=None) -> int:
     doc.setdefault("runs", {})[stem] = {
         "base": str(base), "task": args.task, "rows": rows, "date": time.strftime("%Y-%m-%d"),
         "train_options": args.train_options}
-    doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + R._cpu() - start
-    doc["machine"] = R.machine()
-    R.save_results(RESULTS, doc)
+    R.record(RESULTS, doc, start)
     MARKDOWN.write_text(markdown(doc), encoding="utf-8")
     print(markdown(doc))
     return 0

@@ -146,6 +146,14 @@ def load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
 
 
+def record(path: Path, doc: dict, cpu_start: float) -> None:
+    """Count the CPU time since ``cpu_start`` (``_cpu()``) in ``doc``, name the machine and
+    save it: what every sweep does after each finished run."""
+    doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + _cpu() - cpu_start
+    doc["machine"] = machine()
+    save_results(path, doc)
+
+
 def save_results(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1), encoding="utf-8")

@@ -155,9 +155,7 @@ def main(argv=None) -> int:
                     continue
                 start = R._cpu()
                 one_run(args, n, seed, doc)
-                doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + R._cpu() - start
-                doc["machine"] = R.machine()
-                R.save_results(RESULTS, doc)
+                R.record(RESULTS, doc, start)
     if doc["runs"]:
         MARKDOWN.write_text(markdown(doc), encoding="utf-8")
         plot(doc, PLOT)
