@@ -1,6 +1,6 @@
 """Shared by sim_success.py, ablations.py, recovery.py and execution.py: expert
-demonstrations, training runs and closed-loop evaluations in the simulator, each cached on disk so a sweep resumes
-where it stopped, with its CPU time counted.
+demonstrations, training runs and closed-loop evaluations in the simulator, each cached on
+disk so a sweep resumes where it stopped, with its CPU time counted.
 
 - demonstrations: ``llada-vla-sim-collect`` bags under ``WORK/demos/<task>_<layout>_...``
   (collected once for the largest count asked; a run with N demonstrations uses the first N
