@@ -147,16 +147,29 @@ def load_results(path: Path) -> dict:
 
 
 def record(path: Path, doc: dict, cpu_start: float) -> None:
-    """Count the CPU time since ``cpu_start`` (``_cpu()``) in ``doc``, name the machine and
-    save it: what every sweep does after each finished run."""
-    doc["cpu_seconds"] = doc.get("cpu_seconds", 0.0) + _cpu() - cpu_start
-    doc["machine"] = machine()
-    save_results(path, doc)
+    """Save ``doc`` after a finished run: merged into what ``path`` holds now (another sweep
+    may have added runs since this one loaded it; this one's entries win), with the CPU
+    time since ``cpu_start`` (``_cpu()``) added and the machine named. ``doc`` becomes the
+    merged document."""
+    merged = load_results(path)
+    for key, value in doc.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+        elif key != "cpu_seconds":
+            merged[key] = value
+    merged["cpu_seconds"] = merged.get("cpu_seconds", 0.0) + _cpu() - cpu_start
+    merged["machine"] = machine()
+    save_results(path, merged)
+    doc.clear()
+    doc.update(merged)
 
 
 def save_results(path: Path, doc: dict) -> None:
+    """Write ``doc`` at once (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def score(ckpt: Path, task: str, random_episodes: int, **options) -> dict:

@@ -129,3 +129,19 @@ def test_execution_table_has_one_row_per_variant_and_pools_layouts():
     assert [ln.split(" | ")[3] for ln in lines] == ["0/74", "18/74", "9/74", "3/74"]
     # steps to success: weighted by each layout's successes (6 x 30 + 12 x 45) / 18 = 40
     assert lines[0].split(" | ")[5] == "-" and lines[1].split(" | ")[5] == "40.0"
+
+
+def test_two_sweeps_saving_one_results_file_keep_each_others_runs(tmp_path):
+    path = tmp_path / "ablations.json"
+    first, second = sim_runs.load_results(path), sim_runs.load_results(path)  # both start
+    first["runs"]["a"] = {"steps": 1}
+    sim_runs.record(path, first, sim_runs._cpu())
+    second["runs"]["b"] = {"steps": 2}
+    sim_runs.record(path, second, sim_runs._cpu())
+    assert set(sim_runs.load_results(path)["runs"]) == {"a", "b"} == set(second["runs"])
+    first["runs"]["a"] = {"steps": 3}  # the first sweep's newer entry wins, b stays
+    sim_runs.record(path, first, sim_runs._cpu() - 10.0)
+    doc = sim_runs.load_results(path)
+    assert doc["runs"] == {"a": {"steps": 3}, "b": {"steps": 2}}
+    assert doc["cpu_seconds"] >= 10.0 and doc["machine"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ablations.json"]  # no temporary left
