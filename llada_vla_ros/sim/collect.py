@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "uniform in MIN..MAX (seeded by --seed)")
     p.add_argument("--intervene-mm", type=float, default=0.0, metavar="D",
                    help="with --takeover: the expert also takes over (after MIN steps) once "
-                        f"the gripper came less than D mm closer to its goal over the last "
+                        "the gripper came less than D mm closer to its goal over the last "
                         f"{PROGRESS_WINDOW} steps (0: off)")
     p.add_argument("--min-steps", type=int, default=5,
                    help="with --takeover: drop recordings of fewer expert steps (one training "
