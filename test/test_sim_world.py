@@ -118,12 +118,16 @@ def test_expert_through_the_real_policy_node_completes_an_episode(domain, tmp_pa
                         "--seed", "5", "--through-ros", "--image-size", "96x72",
                         "--camera-fps", "10", "--domain-id", str(domain), "--out", str(out),
                         "--quiet"])
-    assert rc == 0
+
+    def logs():  # what the two nodes said, for a failure here
+        return "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}"
+                         for f in sorted((out / "logs").glob("*.log")))
+    assert rc == 0, logs()
     report = json.loads((out / "report.json").read_text())
     assert report["mode"] == "through ROS"
     episodes = report["episodes"]
     assert [e["seed"] for e in episodes] == [5, 6]
-    assert all(e["success"] and e["grasped"] for e in episodes), episodes
+    assert all(e["success"] and e["grasped"] for e in episodes), (episodes, logs())
     assert all(0 < e["steps_to_success"] <= 60 for e in episodes)
     assert report["summary"]["stack"]["latency_ms"]["median"] > 0  # from the node's chunks
     log = (out / "logs" / "sim_world_stack.log").read_text()
