@@ -13,8 +13,8 @@ what more training adds. Every checkpoint is scored closed loop on the 24 grid e
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --base out/sim_runs/runs/F --rounds 2 \\
         --train-options='--lr 3e-4 --loss-weight mean --random-shift 4 --eval-every 2000'
 
-``--intervene-mm 5``: the expert also takes over as soon as the policy stops making progress
-(HG-DAgger's gated intervention; run with ``--control-rounds 0`` beside a sweep without it,
+``--intervene-mm 5``: the expert also takes over as soon as the policy stalls (HG-DAgger's
+gated intervention; run with ``--control-rounds 0`` beside a sweep without it,
 whose controls are the same runs).
 
 Resumable like the other sweeps (collections, runs and evaluations cached under
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
                    help="rounds that get a control (default: all)")
     p.add_argument("--intervene-mm", type=float, default=0.0,
                    help="llada-vla-sim-collect --intervene-mm: the expert also takes over "
-                        "when the policy stops making progress (part of the run names)")
+                        "when the policy stalls (part of the run names)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--train-options", default="", type=shlex.split,
                    help="llada-vla-train options of every fine-tune (part of the run names)")

@@ -17,9 +17,10 @@ expert takes over from the learner): the policy drives for a random number of st
 (``--handover-steps MIN:MAX``), then the expert takes over and finishes the task; only the
 expert's part is recorded, so the bag is an ordinary demonstration that starts where the
 policy left the arm and the object. ``--intervene-mm D``: the expert also takes over as soon
-as the policy stops making progress, HG-DAgger's gated intervention: over the last
-``PROGRESS_WINDOW`` steps the gripper came less than D mm closer to where it should go (the
-object before it is grasped, the target while it is held).
+as the policy stalls (HG-DAgger's gated intervention): the gripper moved less than D mm in
+all over the last ``STALL_WINDOW`` steps. The expert itself never moves less than ~12 mm
+over 5 steps (its longest pause, closing the fingers, lasts 3), so D = 5 judges only the
+policy.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from .evaluate import parse_size
 from .tasks import LAYOUTS, TASKS, task_names
 
 FRAME_ID = "camera_color_optical_frame"  # realsense2_camera's color optical frame
-PROGRESS_WINDOW = 5  # policy steps over which --intervene-mm judges progress
+STALL_WINDOW = 5  # policy steps over which --intervene-mm judges a stall
 
 
 def bag_topics(robot_name: str = T.ROBOT_NAME) -> dict:
@@ -110,24 +111,13 @@ class EpisodeRecorder:
                 bag.write_message(topic, ns, msg)
 
 
-def goal_distance(world) -> tuple:
-    """(goal, metres from the end effector to it): the goal is the source object before it
-    is grasped, the target while it is held (the expert's privileged view)."""
-    role = "target" if world.grasped() else "source"
-    goal = world.object_pose(role)[:3, 3]
-    return role, float(np.linalg.norm(world.ee_pose()[:3, 3] - goal))
-
-
-def no_progress(history: list, window: int, metres: float) -> bool:
-    """Whether the last ``window`` steps of (goal, distance) ``history`` brought the end
-    effector less than ``metres`` closer to one unchanged goal (a grasp or a drop changes
-    the goal: that is progress, or at least not a stall)."""
-    if len(history) <= window:
+def stalled(positions: list, window: int, metres: float) -> bool:
+    """Whether the end effector (``positions``, one per step) moved less than ``metres``
+    in all over the last ``window`` steps."""
+    if len(positions) <= window:
         return False
-    recent = history[-1 - window:]
-    if len({goal for goal, _ in recent}) > 1:
-        return False
-    return recent[0][1] - recent[-1][1] < metres
+    p = np.asarray(positions[-1 - window:])
+    return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum()) < metres
 
 
 def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
@@ -138,24 +128,24 @@ def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
     policy, that policy acts for ``handover`` steps first (not recorded: the bag starts
     where the expert takes over); ``recorded`` is False when the episode ended before.
     ``intervene_m`` > 0: the expert takes over earlier (but not before ``min_handover``
-    steps) once the policy came less than that much closer to its goal over the last
-    ``PROGRESS_WINDOW`` steps (``handover_reason`` "no progress", else "steps")."""
+    steps) once the gripper moved less than that in all over the last ``STALL_WINDOW``
+    steps (``handover_reason`` "stalled", else "steps")."""
     from .evaluate import BLANK
     from .expert import world_state
 
     env.observer = None
     obs, info = env.reset(seed=seed)
     done, reason = False, "steps"
-    history = [goal_distance(env.world)]
+    positions = [env.world.ee_pose()[:3, 3].copy()]
     while takeover is not None and not done and info["steps"] < handover:
         for action in np.asarray(takeover.predict(obs.get("image", BLANK),
                                                   env.instruction).actions):
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
-            history.append(goal_distance(env.world))
+            positions.append(env.world.ee_pose()[:3, 3].copy())
             if (intervene_m > 0 and info["steps"] >= min_handover
-                    and no_progress(history, PROGRESS_WINDOW, intervene_m)):
-                reason, handover = "no progress", info["steps"]
+                    and stalled(positions, STALL_WINDOW, intervene_m)):
+                reason, handover = "stalled", info["steps"]
             if done or info["steps"] >= handover:
                 break
     outcome = {"task": env.task.name, "seed": seed, "handover_steps": int(info["steps"]),
@@ -217,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "uniform in MIN..MAX (seeded by --seed)")
     p.add_argument("--intervene-mm", type=float, default=0.0, metavar="D",
                    help="with --takeover: the expert also takes over (after MIN steps) once "
-                        "the gripper came less than D mm closer to its goal over the last "
-                        f"{PROGRESS_WINDOW} steps (0: off)")
+                        f"the gripper moved less than D mm over the last {STALL_WINDOW} "
+                        "steps: the policy stalls (0: off)")
     p.add_argument("--min-steps", type=int, default=5,
                    help="with --takeover: drop recordings of fewer expert steps (one training "
                         "example needs a chunk of 5 recorded actions)")
