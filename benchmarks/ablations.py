@@ -149,8 +149,8 @@ def markdown(doc: dict) -> str:
         for label, b in ((label, b) for b in budgets for label in EVALS[group]):
             mine = [r for r in rows if r["label"] == label and r["budget"] == b]
             if not mine:
-                out.append(f"| {label} | {b[0]} | {b[1][1:]} | {b[2]} | not yet run | | | | | "
-                           "| |")
+                out.append(f"| {label} | {b[0]} | {b[1][1:]} | {b[2].split('-')[0]} | not yet "
+                           "run | | | | | | |")
                 continue
             pooled = {}
             for layout in ("grid", "random"):

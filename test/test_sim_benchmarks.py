@@ -85,6 +85,7 @@ def test_ablation_tables_never_pool_different_budgets():
     # the peer, never run at these budgets, is listed as such under each
     peer = [ln for ln in ablations.markdown(doc).splitlines() if "autoregressive" in ln]
     assert len(peer) == 2 and all("not yet run" in ln for ln in peer)
+    assert "| 12000 | not yet run |" in peer[0] and "| 30000 | not yet run |" in peer[1]
 
 
 def test_recovery_table_labels_rounds_and_pools_layouts():
