@@ -111,15 +111,20 @@ def plot(doc: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    longest = {}  # demonstrations per task -> the run trained longest with them
+    for r in doc["runs"].values():
+        n = r["demos_per_task"]
+        if n not in longest or r["steps"] > longest[n]["steps"]:
+            longest[n] = r
     for layout, style in (("random", "o-"), ("grid", "s--")):
         for i, t in enumerate(TASKS):
-            pts = sorted((r["demos_per_task"], r["evaluations"][f"{t}/{layout}"]["summary"])
-                         for r in doc["runs"].values() if f"{t}/{layout}" in r["evaluations"])
+            pts = [(n, r["evaluations"][f"{t}/{layout}"]["summary"])
+                   for n, r in sorted(longest.items()) if f"{t}/{layout}" in r["evaluations"]]
             if pts:
                 ax.plot([n for n, _ in pts], [100 * s["success_rate"] for _, s in pts], style,
                         color=f"C{i}", label=f"{t} ({layout})")
-    ax.set(xlabel="expert demonstrations per task", ylabel="closed-loop success %",
-           ylim=(-2, 102))
+    ax.set(xlabel="expert demonstrations per task (the longest training of each)",
+           ylabel="closed-loop success %", ylim=(-2, 102))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -146,3 +146,16 @@ def test_two_sweeps_saving_one_results_file_keep_each_others_runs(tmp_path):
     assert doc["runs"] == {"a": {"steps": 3}, "b": {"steps": 2}}
     assert doc["cpu_seconds"] >= 10.0 and doc["machine"]
     assert [p.name for p in tmp_path.iterdir()] == ["ablations.json"]  # no temporary left
+
+
+def test_success_plot_takes_two_runs_with_as_many_demonstrations(tmp_path):
+    """Two budgets at 500 demonstrations (it raised TypeError comparing summaries)."""
+    def run(steps, rate):
+        s = {"successes": 1, "episodes": 4, "success_rate": rate, "wilson_95": [0.0, 0.5],
+             "grasp_rate": 0.5}
+        return {"demos_per_task": 500, "steps": steps,
+                "evaluations": {f"{t}/{lay}": {"summary": s} for t in sim_success.TASKS
+                                for lay in ("random", "grid")}}
+    path = tmp_path / "plot.png"
+    sim_success.plot({"runs": {"short": run(16000, 0.0), "long": run(72000, 0.4)}}, path)
+    assert path.stat().st_size > 1000
