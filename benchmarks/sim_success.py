@@ -98,7 +98,8 @@ def markdown(doc: dict) -> str:
             grasp.append(f"{100 * sum(g['grasp_rate'] for g in got) / len(got):.0f}" if full
                          else "-")
         lines.append(f"| {r['demos_per_task']} | {r['train_seed']} | {r['steps']} | "
-                     f"{recipe(r)} | {r['training_seconds'] / 60:.0f} | {R.val_cell(r.get('final_val'))} | "
+                     f"{recipe(r)} | {r['training_seconds'] / 60:.0f} | "
+                     f"{R.val_cell(r.get('final_val'))} | "
                      + " | ".join(cells + avg) + f" | {', '.join(grasp)} |")
     lines += ["", R.cpu_line(doc)]
     return "\n".join(lines) + "\n"
