@@ -15,6 +15,7 @@ closed-loop success with 95 % Wilson intervals.
     OMP_NUM_THREADS=1 nice -n 15 python benchmarks/ablations.py --groups table5,ar
     python benchmarks/ablations.py --groups all --seeds 0,1       # everything (hours)
     python benchmarks/ablations.py --report                       # tables only
+    python benchmarks/ablations.py --groups table6 --variants chunk3  # one model's rows
 
 One task (default carrot; ``--task``), N demonstrations (``--demos``, default 50), scored
 on the 24 grid episodes and ``--eval-episodes`` held-out random layouts. Resumable like
@@ -86,6 +87,9 @@ def main(argv=None) -> int:
     p.add_argument("--demos", type=int, default=50)
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--variants", default=None,
+                   help=f"only the rows of these trained models, comma-separated from "
+                        f"{', '.join(TRAINING)} (e.g. two sweeps on two cores)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--train-options", default="", type=shlex.split,
                    help="llada-vla-train options for every run (the recipe; part of "
@@ -96,14 +100,19 @@ def main(argv=None) -> int:
     bad = [g for g in groups if g not in EVALS]
     if bad:
         p.error(f"unknown group(s) {bad}; known: {', '.join(ORDER)}")
+    models = set(TRAINING) if args.variants is None else set(args.variants.split(","))
+    if models - set(TRAINING):
+        p.error(f"unknown variant(s) {sorted(models - set(TRAINING))}; known: "
+                f"{', '.join(TRAINING)}")
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    doc = R.load_results(RESULTS)
-    doc.setdefault("rows", {})
+    doc = R.load_results(RESULTS, "rows")
     if not args.report:
         for group in groups:
             for label, (variant, decoding, per_chunk) in EVALS[group].items():
+                if variant not in models:
+                    continue
                 for seed in (int(s) for s in args.seeds.split(",")):
                     key = (f"{group}|{label}|{args.task}|n{args.demos}|{args.steps}"
                            f"{R.recipe_tag(args.train_options)}|{seed}")

@@ -68,8 +68,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    doc = R.load_results(RESULTS)
-    doc.setdefault("checkpoints", {})
+    doc = R.load_results(RESULTS, "checkpoints")
     rows = []
     start = R._cpu()
     todo = variants([int(k) for k in args.horizons.split(",") if k],

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     base = args.base.resolve()
-    doc = R.load_results(RESULTS)
+    doc = R.load_results(RESULTS, "runs")
     start = R._cpu()
     demos = R.demos(args.task, args.demos)
     val = R.demos(args.task, 5, seed=R.VAL_SEED)

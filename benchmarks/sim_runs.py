@@ -142,8 +142,13 @@ def recipe_tag(train_options: list) -> str:
     return "".join("-" + o.lstrip("-").replace("=", "") for o in train_options)
 
 
-def load_results(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+def load_results(path: Path, table: str | None = None) -> dict:
+    """A results file's document (empty when there is none yet), with ``table`` (the key
+    its benchmark files its entries under) present."""
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    if table is not None:
+        doc.setdefault(table, {})
+    return doc
 
 
 def record(path: Path, doc: dict, cpu_start: float) -> None:

@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    doc = R.load_results(RESULTS)
+    doc = R.load_results(RESULTS, "runs")
     if not args.report:
         for n in (int(x) for x in args.demos.split(",")):
             for seed in (int(x) for x in args.seeds.split(",")):

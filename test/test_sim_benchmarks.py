@@ -132,18 +132,43 @@ def test_execution_table_has_one_row_per_variant_and_pools_layouts():
     assert lines[0].split(" | ")[5] == "-" and lines[1].split(" | ")[5] == "40.0"
 
 
+def test_ablation_sweep_restricted_to_one_model_trains_only_that_model(tmp_path, monkeypatch):
+    """--variants splits a table's trainings between sweeps (one per core)."""
+    import ablations
+
+    trained = []
+    s = {"episodes": 24, "successes": 1, "success_rate": 1 / 24, "wilson_95": [0.0, 0.2],
+         "grasp_rate": 0.5, "latency_ms": {"median": 20.0}}
+
+    def run(args, variant, seed, log=print):
+        trained.append((variant, seed))
+        return variant, [], ("ckpt", {"training_seconds": 1.0, "evals": []})
+    monkeypatch.setattr(ablations, "run", run)
+    monkeypatch.setattr(ablations.R, "score", lambda *a, **k: {"grid": s, "random": s})
+    monkeypatch.setattr(ablations, "RESULTS", tmp_path / "ablations.json")
+    monkeypatch.setattr(ablations, "MARKDOWN", tmp_path / "ablations.md")
+    assert ablations.main(["--groups", "table6", "--variants", "chunk3,chunk8",
+                           "--seeds", "0"]) == 0
+    assert trained == [("chunk3", 0), ("chunk8", 0)]
+    table = (tmp_path / "ablations.md").read_text()
+    assert table.count("not yet run") == 3  # chunks 1, 5 and 10
+    with pytest.raises(SystemExit):
+        ablations.main(["--groups", "table6", "--variants", "chunk4"])
+
+
 def test_two_sweeps_saving_one_results_file_keep_each_others_runs(tmp_path):
     path = tmp_path / "ablations.json"
-    first, second = sim_runs.load_results(path), sim_runs.load_results(path)  # both start
-    first["runs"]["a"] = {"steps": 1}
+    first, second = (sim_runs.load_results(path, "rows") for _ in range(2))  # both start
+    first["rows"]["a"] = {"steps": 1}
     sim_runs.record(path, first, sim_runs._cpu())
-    second["runs"]["b"] = {"steps": 2}
+    second["rows"]["b"] = {"steps": 2}
     sim_runs.record(path, second, sim_runs._cpu())
-    assert set(sim_runs.load_results(path)["runs"]) == {"a", "b"} == set(second["runs"])
-    first["runs"]["a"] = {"steps": 3}  # the first sweep's newer entry wins, b stays
+    assert set(sim_runs.load_results(path)["rows"]) == {"a", "b"} == set(second["rows"])
+    first["rows"]["a"] = {"steps": 3}  # the first sweep's newer entry wins, b stays
     sim_runs.record(path, first, sim_runs._cpu() - 10.0)
     doc = sim_runs.load_results(path)
-    assert doc["runs"] == {"a": {"steps": 3}, "b": {"steps": 2}}
+    assert doc["rows"] == {"a": {"steps": 3}, "b": {"steps": 2}}
+    assert "runs" not in doc  # only the table the benchmark files its entries under
     assert doc["cpu_seconds"] >= 10.0 and doc["machine"]
     assert [p.name for p in tmp_path.iterdir()] == ["ablations.json"]  # no temporary left
 
