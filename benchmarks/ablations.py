@@ -156,7 +156,8 @@ def markdown(doc: dict) -> str:
                 "|---|---|---:|---:|---|---|---|---|---|---:|---|"]
         budgets = sorted({r["budget"] for r in rows})  # never pool different budgets
         for label, b in ((label, b) for b in budgets for label in EVALS[group]):
-            mine = [r for r in rows if r["label"] == label and r["budget"] == b]
+            mine = sorted((r for r in rows if r["label"] == label and r["budget"] == b),
+                          key=lambda r: r["train_seed"])
             if not mine:
                 out.append(f"| {label} | {b[0]} | {b[1][1:]} | {b[2].split('-')[0]} | not yet "
                            "run | | | | | | |")
