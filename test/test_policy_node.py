@@ -287,15 +287,24 @@ def test_shutdown_ramps_to_sleep_pose_within_the_speed_limit(domain, tmp_path):
         wait_for(lambda: len(probe.messages(GROUP)) >= 5, 30, what="commands")
         t_stop = time.monotonic()
         assert node.stop() == 0, node.output()[-3000:]  # SIGINT, like Ctrl-C / ros2 launch
-        time.sleep(0.5)
-        ramp = [np.asarray(m.cmd, float) for m in probe.messages(GROUP, t_stop)]
-        before = np.asarray(probe.messages(GROUP)[-len(ramp) - 1].cmd, float)
+
+        def ramp():
+            return [np.asarray(m.cmd, float) for m in probe.messages(GROUP, t_stop)]
+        # the node has exited; its last commands may still be on their way to the probe
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not (
+                ramp() and np.allclose(ramp()[-1], kinematics.SLEEP_POSE, atol=1e-5)):
+            time.sleep(0.05)
+        received = ramp()
+        before = np.asarray(probe.messages(GROUP)[-len(received) - 1].cmd, float)
     finally:
         for p in (world,):
             p.stop()
         probe.close()
-    assert len(ramp) >= 3, "no ramp to the sleep pose"
-    np.testing.assert_allclose(ramp[-1], kinematics.SLEEP_POSE, atol=1e-5)
+    ramp = received
+    assert len(ramp) >= 3, "no ramp to the sleep pose\n" + node.output()[-3000:]
+    np.testing.assert_allclose(ramp[-1], kinematics.SLEEP_POSE, atol=1e-5,
+                               err_msg=node.output()[-3000:])
     steps = np.abs(np.diff(np.vstack([before] + ramp), axis=0)).max(axis=1)
     assert np.all(steps <= 1.0 * 0.2 + 1e-6), steps  # max_joint_velocity x period
 

@@ -23,6 +23,7 @@ from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.client import Client
+from rclpy.duration import Duration
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.service import Service
@@ -50,6 +51,7 @@ except ImportError:  # Humble
 NODE_NAME = "llada_vla_policy"
 DUPLICATE_WINDOW_S = 1.0  # the same instruction again within this = the second subscription
 WORKER_JOIN_S = 1.0       # shutdown waits this long for an inference in progress
+ACK_WAIT_S = 1.0          # and this long, in all, for reliable subscribers to acknowledge
 
 
 def declare_parameters(node) -> None:
@@ -417,6 +419,12 @@ class PolicyRuntime:
                           f"{time.monotonic() - t:.2f} s ago; nothing is sent after it")
         if self.recorder is not None:
             self.recorder.close()
+        # a publisher destroyed right after publishing can lose its last message (the sleep
+        # ramp's final command reached the arm's driver or not, depending on load)
+        deadline = time.monotonic() + ACK_WAIT_S
+        for entity in self.entities:
+            if isinstance(entity, Publisher):
+                entity.wait_for_all_acked(Duration(seconds=max(0.0, deadline - time.monotonic())))
         self.node.remove_on_set_parameters_callback(self.on_set_parameters)
         self.goals.destroy()
         for entity in self.entities:
