@@ -51,7 +51,7 @@ except ImportError:  # Humble
 NODE_NAME = "llada_vla_policy"
 DUPLICATE_WINDOW_S = 1.0  # the same instruction again within this = the second subscription
 WORKER_JOIN_S = 1.0       # shutdown waits this long for an inference in progress
-ACK_WAIT_S = 1.0          # and this long, in all, for reliable subscribers to acknowledge
+ACK_WAIT_S = 0.5          # and this long, in all, for the driver to acknowledge commands
 
 
 def declare_parameters(node) -> None:
@@ -404,9 +404,10 @@ class PolicyRuntime:
         return False
 
     def close(self, exiting: bool = False) -> None:
-        """Join the inference thread, close the recorder, log the last command sent, and
-        destroy every interface (a managed node's cleanup). ``exiting``: the process ends,
-        so an inference still running after ``WORKER_JOIN_S`` is not waited for."""
+        """Join the inference thread, close the recorder, log the last command sent, wait (at
+        most ``ACK_WAIT_S``) for the driver to acknowledge it, and destroy every interface (a
+        managed node's cleanup). ``exiting``: the process ends, so an inference still
+        running after ``WORKER_JOIN_S`` is not waited for."""
         self.goals.end_all("the node stopped")
         self.loop.begin_shutdown(sleep=False)
         if self.worker is not None:
@@ -419,12 +420,12 @@ class PolicyRuntime:
                           f"{time.monotonic() - t:.2f} s ago; nothing is sent after it")
         if self.recorder is not None:
             self.recorder.close()
-        # a publisher destroyed right after publishing can lose its last message (the sleep
-        # ramp's final command reached the arm's driver or not, depending on load)
-        deadline = time.monotonic() + ACK_WAIT_S
-        for entity in self.entities:
-            if isinstance(entity, Publisher):
-                entity.wait_for_all_acked(Duration(seconds=max(0.0, deadline - time.monotonic())))
+        if self.last_sent is not None and self.entities:  # (not closed already)
+            # a publisher destroyed right after publishing can lose its last message (the
+            # sleep ramp's final command reached the driver or not, depending on load)
+            deadline = time.monotonic() + ACK_WAIT_S
+            for pub in (self.pub_group, self.pub_single):
+                pub.wait_for_all_acked(Duration(seconds=max(0.0, deadline - time.monotonic())))
         self.node.remove_on_set_parameters_callback(self.on_set_parameters)
         self.goals.destroy()
         for entity in self.entities:
