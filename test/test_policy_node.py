@@ -68,7 +68,11 @@ def test_steady_5hz_while_inference_takes_700ms(domain, tmp_path):
     assert 45 <= len(times) <= 55, len(times)
     periods = np.diff(times)
     assert 0.18 <= np.median(periods) <= 0.22, np.median(periods)
-    assert np.max(periods) < 0.4, f"a gap of {np.max(periods):.3f} s in the command stream"
+    # no tick skipped: these are receive times, so a command delivered late to this process
+    # and the next one on time read as a long and a near-zero period (0.41 + 0.001 s seen on
+    # an idle machine); a skipped tick is a long period not made up by the next one
+    pairs = periods[:-1] + periods[1:]
+    assert np.max(pairs) < 0.6, f"two periods summing to {np.max(pairs):.3f} s: a skipped tick"
     assert_commands_safe(commands)
     # Gripper follows the scripted table: chunks alternate open (1) / closed (0) blocks.
     assert set(grippers) == {250.0, -250.0}
