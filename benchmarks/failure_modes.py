@@ -2,7 +2,9 @@
 sorts each episode by how it ended: success, still moving, stalled (the predicted motion is
 under ``--still-mm`` per step for most of the last ``--tail`` steps) or held by the safety
 layer (most of the last steps refused: IK, joint limits; the first refusal's reasons are
-kept).
+kept). Every time the fingers lose the object it also notes whether the gripper was
+commanded open (a release) or closed (the object slipped out of a grasp), and where the
+object was then (horizontal distance to the target's origin and height, mm).
 
     OMP_NUM_THREADS=1 python benchmarks/failure_modes.py CKPT --task carrot --episodes 24
 
@@ -17,26 +19,26 @@ from pathlib import Path
 
 import numpy as np
 
-from llada_vla_ros.sim.evaluate import parse_size
+from llada_vla_ros.sim.evaluate import closed_loop, parse_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def episode(env, policy, seed: int, tail: int, still_m: float) -> dict:
     obs, info = env.reset(seed=seed)
-    refused, still, first_refusal, grasped, done = [], [], None, False, False
-    while not done:
-        for action in policy.predict(obs["image"], env.instruction).actions:
-            obs, _, terminated, truncated, info = env.step(action)
-            held = info["command"] is None
-            refused.append(held)
-            still.append(float(np.linalg.norm(action[:3])) < still_m)
-            if held and first_refusal is None:
-                first_refusal = [len(refused) - 1, "; ".join(info["reasons"]) or "?"]
-            grasped |= bool(info.get("ever_grasped"))
-            done = terminated or truncated
-            if done:
-                break
+    refused, still, first_refusal, grasped = [], [], None, False
+    losses = {"released": [], "slipped": []}
+    for step in closed_loop(env, policy, obs):  # whole chunks, as the node executes them
+        was_held, info = info["grasped"], step.info
+        if was_held and not info["grasped"]:
+            opened = (info["gripper_effort"] or 0.0) > 0  # None: the step was held
+            losses["released" if opened else "slipped"].append([info["steps"], *where(env)])
+        held = info["command"] is None
+        refused.append(held)
+        still.append(float(np.linalg.norm(step.action[:3])) < still_m)
+        if held and first_refusal is None:
+            first_refusal = [len(refused) - 1, "; ".join(info["reasons"]) or "?"]
+        grasped |= bool(info.get("ever_grasped"))
     if info["success"]:
         ending = "success"
     elif np.mean(refused[-tail:]) > 0.5:
@@ -46,7 +48,22 @@ def episode(env, policy, seed: int, tail: int, still_m: float) -> dict:
     else:
         ending = "still moving"
     return {"seed": seed, "ending": ending, "grasped": grasped, "steps": len(refused),
-            "first_refusal": first_refusal}
+            "first_refusal": first_refusal, **losses}
+
+
+def where(env) -> list:
+    """The source object's horizontal distance to the target's origin and its height, mm."""
+    s = env.world.scene_state()
+    d = s.source_pos - s.target_pos
+    return [round(1000 * float(np.hypot(d[0], d[1])), 1), round(1000 * float(s.source_pos[2]), 1)]
+
+
+def lost_grasps(rows: list) -> dict:
+    """Episodes in which the object slipped from closed fingers at least once, and failed
+    episodes in which it was released (opened on) at least once."""
+    return {"slipped": sum(bool(r["slipped"]) for r in rows),
+            "released, then failed": sum(bool(r["released"]) and r["ending"] != "success"
+                                         for r in rows)}
 
 
 def main(argv=None) -> int:
@@ -74,13 +91,14 @@ def main(argv=None) -> int:
                for e in ("success", "still moving", "stalled", "held by the safety layer")}
     report = {"checkpoint": str(args.checkpoint), "task": args.task, "layout": args.layout,
               "seeds": [args.seed, args.seed + args.episodes - 1], "endings": endings,
-              "grasped": sum(r["grasped"] for r in rows), "episodes": rows,
+              "grasped": sum(r["grasped"] for r in rows), "lost_grasps": lost_grasps(rows),
+              "episodes": rows,
               "date": time.strftime("%Y-%m-%d")}
     out = ROOT / "benchmarks" / "results" / (
         f"failure_modes_{Path(args.checkpoint).name}_{args.task}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    print(json.dumps({k: report[k] for k in ("endings", "grasped")}), f"-> {out}")
+    print(json.dumps({k: report[k] for k in ("endings", "grasped", "lost_grasps")}), f"-> {out}")
     return 0
 
 

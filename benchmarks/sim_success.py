@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import sim_runs as R
+import torch
 
 RESULTS = R.ROOT / "benchmarks" / "results" / "sim_success.json"
 MARKDOWN = R.ROOT / "benchmarks" / "results" / "sim_success.md"
@@ -66,14 +67,17 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
         "evaluations": {k: {"summary": v["summary"], "cpu_seconds": v["cpu_seconds"]}
                         for k, v in evals.items()},
         "other_cpu_seconds": clock.total, "date": time.strftime("%Y-%m-%d"),
+        "threads": torch.get_num_threads(),
     }
     doc["runs"][name] = record
     return record
 
 
 def recipe(record: dict) -> str:
-    """The learning rate and shift the run resolved to (defaults change between versions)."""
-    return f"lr {record['lr']:g}, shift {record['random_shift']} px"
+    """The learning rate and shift the run resolved to (defaults change between versions),
+    and the torch threads it trained with (runs before that was recorded used one)."""
+    return (f"lr {record['lr']:g}, shift {record['random_shift']} px, "
+            f"{record.get('threads', 1)} thread(s)")
 
 
 def markdown(doc: dict) -> str:
@@ -149,8 +153,6 @@ def main(argv=None) -> int:
     p.add_argument("--report", action="store_true", help="only rewrite the table and plot")
     args = p.parse_args(argv)
     args.tasks = [t for t in args.tasks.split(",") if t]
-    import torch
-
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     doc = R.load_results(RESULTS, "runs")
     if not args.report:

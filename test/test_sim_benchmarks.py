@@ -37,9 +37,17 @@ def env():
 def test_episode_endings(env):
     from llada_vla_ros.sim.expert import expert_for
 
-    assert failure_modes.episode(env, expert_for(env), 0, 20, 0.004)["ending"] == "success"
+    expert = failure_modes.episode(env, expert_for(env), 0, 20, 0.004)
+    assert expert["ending"] == "success" and expert["slipped"] == [], expert
+    # the expert lets go once, over the plate: within its radius, above the table
+    [(step, dxy_mm, z_mm)] = expert["released"]
+    assert step <= expert["steps"] and dxy_mm < 50 and z_mm > 10
+    assert failure_modes.lost_grasps([expert]) == {"slipped": 0, "released, then failed": 0}
     still = failure_modes.episode(env, Constant([0, 0, 0, 0, 0, 0, 1]), 0, 20, 0.004)
     assert still["ending"] == "stalled" and not still["grasped"] and still["steps"] == 60
+    assert still["released"] == still["slipped"] == []
+    assert failure_modes.lost_grasps([{**expert, "ending": "still moving"}, still]) == {
+        "slipped": 0, "released, then failed": 1}
     # rolling the wrist on and on: the target leaves what the arm can reach, the safety
     # layer refuses it (and every roll after it) and the arm holds still
     turning = failure_modes.episode(env, Constant([0, 0, 0, 0.3, 0, 0, 1]), 0, 20, 0.004)
@@ -62,7 +70,7 @@ def test_run_names_and_the_success_table():
               "evaluations": {f"{t}/random": summary(1, 4, 2) for t in sim_success.TASKS}}
     table = sim_success.markdown({"runs": {"r": record}, "cpu_seconds": 3600})
     row = table.splitlines()[2]
-    assert "| lr 0.001, shift 4 px | 2 | 1.500 / 40.0 |" in row
+    assert "| lr 0.001, shift 4 px, 1 thread(s) | 2 | 1.500 / 40.0 |" in row
     assert row.count("25.0 (0-50)") == 4 and row.count("not run") == 4 + 1  # grid not run
     assert row.endswith("| 50, - |")
 

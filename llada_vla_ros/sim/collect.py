@@ -130,23 +130,21 @@ def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
     ``intervene_m`` > 0: the expert takes over earlier (but not before ``min_handover``
     steps) once the gripper moved less than that in all over the last ``STALL_WINDOW``
     steps (``handover_reason`` "stalled", else "steps")."""
-    from .evaluate import BLANK
+    from .evaluate import closed_loop
     from .expert import world_state
 
     env.observer = None
     obs, info = env.reset(seed=seed)
     done, reason = False, "steps"
     positions = [env.world.ee_pose()[:3, 3].copy()]
-    while takeover is not None and not done and info["steps"] < handover:
-        for action in np.asarray(takeover.predict(obs.get("image", BLANK),
-                                                  env.instruction).actions):
-            obs, _, terminated, truncated, info = env.step(action)
-            done = terminated or truncated
+    if takeover is not None and handover > 0:
+        for step in closed_loop(env, takeover, obs):  # whole chunks, as the node executes
+            obs, info, done = step.obs, step.info, step.done
             positions.append(env.world.ee_pose()[:3, 3].copy())
             if (intervene_m > 0 and info["steps"] >= min_handover
                     and stalled(positions, STALL_WINDOW, intervene_m)):
                 reason, handover = "stalled", info["steps"]
-            if done or info["steps"] >= handover:
+            if info["steps"] >= handover:
                 break
     outcome = {"task": env.task.name, "seed": seed, "handover_steps": int(info["steps"]),
                "handover_reason": reason}

@@ -23,7 +23,7 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -57,33 +57,59 @@ def parse_size(text: str) -> tuple:
 BLANK = np.zeros((4, 4, 3), np.uint8)  # the frame of an environment without a camera
 
 
-def run_episode(env, policy, seed: int, actions_per_chunk: int = 5,
-                keep_frames: bool = False, execution_mode: str = "receding_horizon",
-                ensemble_decay: float = 0.0) -> dict:
-    """One closed-loop episode; returns its outcome (and frames when asked). Chunks become
-    one action per step through the node's ``ChunkExecutor`` (``execution_mode``,
-    ``actions_per_chunk``, ``ensemble_decay`` as its parameters); the policy is asked for a
-    chunk whenever the executor needs one. Without a camera (``image_size=None``) the policy
-    sees a blank frame: for the privileged expert."""
-    executor = ChunkExecutor(execution_mode, actions_per_chunk, ensemble_decay)
-    obs, info = env.reset(seed=seed)
-    frames = [obs["image"]] if keep_frames else None
-    latencies, held = [], 0
-    done, step = False, 0
-    while not done:
+class Step(NamedTuple):
+    """One step of ``closed_loop``: the action executed, what the environment returned, and
+    the inference time of the chunk asked for before it (None when none was asked)."""
+
+    action: np.ndarray
+    obs: dict
+    info: dict
+    done: bool
+    inference_ms: Optional[float]
+
+
+def closed_loop(env, policy, obs: dict, executor: Optional[ChunkExecutor] = None):
+    """The closed loop from ``obs`` (the environment just reset): the policy is asked for a
+    chunk on the camera frame and the instruction whenever ``executor`` (the node's
+    ``ChunkExecutor``; default: whole chunks, receding horizon) needs one, and its actions go
+    to ``env.step`` one per step. Yields a ``Step`` after each step until the episode ends;
+    the caller may stop earlier. Without a camera the policy sees a blank frame."""
+    executor = executor or ChunkExecutor()
+    step = 0
+    while True:
+        inference_ms = None
         if executor.needs_chunk():
             chunk = policy.predict(obs.get("image", BLANK), env.instruction)
-            latencies.append(float(chunk.inference_ms))
+            inference_ms = float(chunk.inference_ms)
             executor.add_chunk(chunk.actions, step)
         action = executor.pop(step)
         if action is None:  # an empty chunk: the node would hold; here nothing comes later
             raise RuntimeError(f"the policy gave no action for step {step}")
         obs, _, terminated, truncated, info = env.step(action)
         step += 1
+        yield Step(action, obs, info, bool(terminated or truncated), inference_ms)
+        if terminated or truncated:
+            return
+
+
+def run_episode(env, policy, seed: int, actions_per_chunk: int = 5,
+                keep_frames: bool = False, execution_mode: str = "receding_horizon",
+                ensemble_decay: float = 0.0) -> dict:
+    """One closed-loop episode (``closed_loop``; ``execution_mode``, ``actions_per_chunk``,
+    ``ensemble_decay`` as the node's parameters); returns its outcome (and frames when
+    asked). Without a camera (``image_size=None``) the policy sees a blank frame: for the
+    privileged expert."""
+    obs, info = env.reset(seed=seed)
+    frames = [obs["image"]] if keep_frames else None
+    latencies, held = [], 0
+    executor = ChunkExecutor(execution_mode, actions_per_chunk, ensemble_decay)
+    for step in closed_loop(env, policy, obs, executor):
+        info = step.info
+        if step.inference_ms is not None:
+            latencies.append(step.inference_ms)
         held += int(info["held"])
         if keep_frames:
-            frames.append(obs["image"])
-        done = terminated or truncated
+            frames.append(step.obs["image"])
     return {"task": env.task.name, "seed": int(seed), "success": bool(info["success"]),
             "steps": int(info["steps"]),
             "steps_to_success": int(info["steps"]) if info["success"] else None,
