@@ -4,7 +4,9 @@ under ``--still-mm`` per step for most of the last ``--tail`` steps) or held by 
 layer (most of the last steps refused: IK, joint limits; the first refusal's reasons are
 kept). Every time the fingers lose the object it also notes whether the gripper was
 commanded open (a release) or closed (the object slipped out of a grasp), and where the
-object was then (horizontal distance to the target's origin and height, mm).
+object was then (horizontal distance to the target's origin and height, mm); each failed
+episode gets one cause (``cause``: never grasped, slipped from closed fingers, released off
+target, held at the end) and a markdown row of the counts is printed.
 
     OMP_NUM_THREADS=1 python benchmarks/failure_modes.py CKPT --task carrot --episodes 24
 
@@ -58,12 +60,35 @@ def where(env) -> list:
     return [round(1000 * float(np.hypot(d[0], d[1])), 1), round(1000 * float(s.source_pos[2]), 1)]
 
 
-def lost_grasps(rows: list) -> dict:
-    """Episodes in which the object slipped from closed fingers at least once, and failed
-    episodes in which it was released (opened on) at least once."""
-    return {"slipped": sum(bool(r["slipped"]) for r in rows),
-            "released, then failed": sum(bool(r["released"]) and r["ending"] != "success"
-                                         for r in rows)}
+CAUSES = ("never grasped", "slipped from closed fingers", "released off target",
+          "held at the end")
+
+
+def cause(row: dict):
+    """Why a failed episode failed, by its last grasp: never grasped; the object's last
+    loss was a slip (fingers still closed) or a release (the gripper opened, the task not
+    done); or the object was still held when the steps ran out. None for a success."""
+    if row["ending"] == "success":
+        return None
+    if not row["grasped"]:
+        return CAUSES[0]
+    losses = sorted([(step, kind) for kind in ("slipped", "released") for step, *_ in row[kind]])
+    if not losses:
+        return CAUSES[3]
+    return CAUSES[1] if losses[-1][1] == "slipped" else CAUSES[2]
+
+
+def causes(rows: list) -> dict:
+    """Failed episodes per cause."""
+    found = [cause(r) for r in rows]
+    return {c: found.count(c) for c in CAUSES}
+
+
+def markdown_row(report: dict) -> str:
+    """| task | episodes | successes | failed episodes per cause |"""
+    n = len(report["episodes"])
+    return (f"| {report['task']} ({report['layout']}) | {report['endings']['success']}/{n} | "
+            + " | ".join(str(report["causes"][c]) for c in CAUSES) + " |")
 
 
 def main(argv=None) -> int:
@@ -91,14 +116,15 @@ def main(argv=None) -> int:
                for e in ("success", "still moving", "stalled", "held by the safety layer")}
     report = {"checkpoint": str(args.checkpoint), "task": args.task, "layout": args.layout,
               "seeds": [args.seed, args.seed + args.episodes - 1], "endings": endings,
-              "grasped": sum(r["grasped"] for r in rows), "lost_grasps": lost_grasps(rows),
+              "grasped": sum(r["grasped"] for r in rows), "causes": causes(rows),
               "episodes": rows,
               "date": time.strftime("%Y-%m-%d")}
     out = ROOT / "benchmarks" / "results" / (
         f"failure_modes_{Path(args.checkpoint).name}_{args.task}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    print(json.dumps({k: report[k] for k in ("endings", "grasped", "lost_grasps")}), f"-> {out}")
+    print(json.dumps({k: report[k] for k in ("endings", "grasped", "causes")}), f"-> {out}")
+    print(markdown_row(report))
     return 0
 
 

@@ -42,12 +42,22 @@ def test_episode_endings(env):
     # the expert lets go once, over the plate: within its radius, above the table
     [(step, dxy_mm, z_mm)] = expert["released"]
     assert step <= expert["steps"] and dxy_mm < 50 and z_mm > 10
-    assert failure_modes.lost_grasps([expert]) == {"slipped": 0, "released, then failed": 0}
+    assert failure_modes.cause(expert) is None
     still = failure_modes.episode(env, Constant([0, 0, 0, 0, 0, 0, 1]), 0, 20, 0.004)
     assert still["ending"] == "stalled" and not still["grasped"] and still["steps"] == 60
     assert still["released"] == still["slipped"] == []
-    assert failure_modes.lost_grasps([{**expert, "ending": "still moving"}, still]) == {
-        "slipped": 0, "released, then failed": 1}
+    assert failure_modes.cause(still) == "never grasped"
+    # the same release, had the task not been done; a later slip would be the cause
+    assert failure_modes.cause({**expert, "ending": "still moving"}) == "released off target"
+    slip_after = {**expert, "ending": "stalled", "slipped": [[step + 3, 0.0, 40.0]]}
+    slip_before = {**expert, "ending": "stalled", "slipped": [[step - 3, 0.0, 40.0]]}
+    assert failure_modes.cause(slip_after) == "slipped from closed fingers"
+    assert failure_modes.cause(slip_before) == "released off target"
+    assert failure_modes.cause({**slip_before, "released": [], "slipped": []}) == (
+        "held at the end")
+    counts = failure_modes.causes([expert, still, slip_after])
+    assert counts == {"never grasped": 1, "slipped from closed fingers": 1,
+                      "released off target": 0, "held at the end": 0}
     # rolling the wrist on and on: the target leaves what the arm can reach, the safety
     # layer refuses it (and every roll after it) and the arm holds still
     turning = failure_modes.episode(env, Constant([0, 0, 0, 0.3, 0, 0, 1]), 0, 20, 0.004)
