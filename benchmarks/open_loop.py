@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     import torch
 
     from llada_vla_ros.dataset import load_examples
-    from llada_vla_ros.policy import load_policy
+    from llada_vla_ros.policy import load_policy, wants_state
 
     torch.set_num_threads(1)
     examples, _ = load_examples(args.bags, 5, progress=False, hz=args.hz,
@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     policy = load_policy(args.checkpoint)
     cosines, lengths, gripper = [], [], []
     for e in examples:
-        pred = policy.predict(e.image, e.instruction).actions[0]
+        pred = policy.predict(e.image, e.instruction,
+                              **({"state": e.state} if wants_state(policy) else {})).actions[0]
         true = e.actions[0]
         if np.linalg.norm(true[:3]) > MOVING_M:
             cosines.append(float(pred[:3] @ true[:3] / (np.linalg.norm(pred[:3])

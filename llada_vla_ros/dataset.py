@@ -59,7 +59,7 @@ def episode_examples(episode: Episode, chunk_size: int = 5) -> list:
     """Every complete window of ``chunk_size`` frames inside one segment, as Examples."""
     actions = episode.actions
     return [Example(episode.frames[i].image, episode.frames[i].instruction,
-                    actions[i:i + chunk_size].copy())
+                    actions[i:i + chunk_size].copy(), episode.frames[i].state)
             for i in window_starts(episode.frames, actions, chunk_size)]
 
 
@@ -175,7 +175,7 @@ class BagExamples(IterableDataset):
         for i, frame in enumerate(stream):
             if i in starts:
                 yield Example(_downscale(frame.image, self.max_side), frame.instruction,
-                              actions[i:i + self.chunk_size].copy())
+                              actions[i:i + self.chunk_size].copy(), frame.state)
 
 
 def _downscale(image: np.ndarray, max_side: Optional[int]) -> np.ndarray:

@@ -336,13 +336,14 @@ def _decode_autoregressive(model, obs, K: int, D: int, device) -> DecodeResult:
 
 
 def generate(model, image_rgb: np.ndarray, instruction: str,
-             config: Optional[DecodeConfig] = None) -> DecodeResult:
-    """``model.prepare`` (vision tower, projector, prompt embeddings) + ``decode``, timed."""
+             config: Optional[DecodeConfig] = None, state=None) -> DecodeResult:
+    """``model.prepare`` (vision tower, projector, prompt embeddings; the robot state for a
+    model that takes one) + ``decode``, timed."""
     device = _device_of(model)
     with torch.inference_mode():
         _sync(device)
         start = time.perf_counter()
-        obs = model.prepare(image_rgb, instruction)
+        obs = model.prepare(image_rgb, instruction, state)
         _sync(device)
         vision_ms = (time.perf_counter() - start) * 1e3
     result = decode(model, obs, config)

@@ -89,7 +89,7 @@ def run_policy(episode, policy, progress: bool = True) -> dict:
     ``episode``: an Episode or an EpisodeStream (frames decoded as they are used)."""
     from tqdm import tqdm
 
-    from .policy import PolicyInputError
+    from .policy import PolicyInputError, wants_state
 
     tokenizer = policy_tokenizer(policy)
     out = {"t_s": [], "predicted": [], "recorded": [], "inference_ms": [],
@@ -102,7 +102,11 @@ def run_policy(episode, policy, progress: bool = True) -> dict:
             _count(out["skipped"], "no instruction in force")
             continue
         try:
-            chunk = policy.predict(frame.image, frame.instruction)
+            if wants_state(policy) and frame.state is None:
+                raise PolicyInputError("the policy takes the robot state; this recording "
+                                       "has no joint states at the frame")
+            chunk = policy.predict(frame.image, frame.instruction,
+                                   **({"state": frame.state} if wants_state(policy) else {}))
         except PolicyInputError as exc:
             _count(out["skipped"], f"rejected by the policy: {exc}")
             continue

@@ -84,6 +84,27 @@ def init_model(spec: str, device: str = "cpu", dtype: Optional[str] = None,
     return model
 
 
+def robot_states(model, examples, val, stream: bool) -> None:
+    """A model that takes the robot state (``--config state_dim=10``) needs it in every
+    example (joint-state recordings); a fresh one gets its standardization from them."""
+    from .kinematics import STATE_DIM
+
+    if model.config.state_dim != STATE_DIM:
+        raise ValueError(f"state_dim must be {STATE_DIM} (kinematics.robot_state: position, "
+                         f"two rotation columns, gripper), got {model.config.state_dim}")
+    if stream:
+        raise ValueError("a model that takes the robot state trains from examples in memory "
+                         "(no --stream)")
+    for name, rows in (("training", examples), ("validation", val)):
+        missing = sum(e.state is None for e in rows)
+        if missing:
+            raise ValueError(f"{missing} {name} examples have no robot state (it comes from "
+                             "the joint states of a joint-state recording); the model "
+                             f"takes one (state_dim={model.config.state_dim})")
+    if model.config.state_mean is None:
+        model.set_state_statistics(np.stack([e.state for e in examples]))
+
+
 def plot_losses(path, losses, evals=()) -> Path:
     """Loss per step and its running mean, with the validation loss at each evaluation
     (and the token accuracy on a second axis), one PNG."""
@@ -364,6 +385,8 @@ def main(argv: Optional[list] = None) -> int:
             stats = NormStats.from_actions(actions)
         val, val_summary = (load_examples(val_bags, model.config.chunk_size, progress=False,
                                           **options) if val_bags else ([], {}))
+        if model.config.state_dim:
+            robot_states(model, examples, val, args.stream)
         tokenizer = action_tokenizer_for(model.config, stats, args.unnorm_key)
         resume = args.resume
         if resume == "latest":

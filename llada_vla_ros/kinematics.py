@@ -5,7 +5,8 @@ space frame ``wx250s/base_link``, end effector ``ee_gripper_link``, screw axes a
 ``[omega | v]``. Poses are 4x4 homogeneous matrices, angles in radians, lengths in metres.
 
 The Bridge delta-EE action convention (``apply_delta``) and the Euler 'sxyz' helpers used by
-Bridge/OpenVLA live here too. numpy only.
+Bridge/OpenVLA live here too, and ``robot_state``, the state vector a model may take as
+input. numpy only.
 """
 from __future__ import annotations
 
@@ -46,6 +47,16 @@ def arm_joint_positions(names, positions) -> np.ndarray:
     if not np.all(np.isfinite(q)):
         raise ValueError("joint_states arm positions contain NaN/Inf")
     return q
+
+
+def joint_state_opening(names, positions):
+    """The gripper opening 0..1 from a JointState's ``left_finger`` position, or None when
+    the message has no (finite) left_finger."""
+    names = list(names)
+    if "left_finger" not in names or len(positions) != len(names):
+        return None
+    value = float(positions[names.index("left_finger")])
+    return finger_opening(value) if np.isfinite(value) else None
 
 
 # End-effector pose at q = 0.
@@ -275,3 +286,29 @@ def pose_to_xyz_quat(T):
     """4x4 pose -> (x, y, z, qx, qy, qz, qw), the fields of geometry_msgs/Pose."""
     T = np.asarray(T, float)
     return tuple(float(v) for v in T[:3, 3]) + matrix_to_quat(T[:3, :3])
+
+
+# --- the robot state a policy may take as input ------------------------------------------------
+
+STATE_NAMES = ("x", "y", "z", "r11", "r21", "r31", "r12", "r22", "r32", "gripper")
+STATE_DIM = len(STATE_NAMES)
+
+
+def robot_state(q, gripper_opening: float) -> np.ndarray:
+    """(10,) float32: the end-effector position (m), its rotation as the first two columns of
+    the rotation matrix (continuous, unlike Euler angles: a gripper pointing down sits at
+    pitch ~ pi/2, where roll and yaw wrap), and the gripper opening 0 (closed) .. 1 (open).
+    ValueError on NaN/Inf or a q that is not the 6 arm joints."""
+    q = np.asarray(q, dtype=float)
+    if q.shape != (len(ARM_JOINTS),) or not np.all(np.isfinite(q)):
+        raise ValueError(f"robot state needs 6 finite arm joint positions, got {q!r}")
+    return state_from_pose(fk(q), gripper_opening)
+
+
+def state_from_pose(T, gripper_opening: float) -> np.ndarray:
+    """``robot_state`` of an end-effector pose (4x4) and gripper opening."""
+    if not np.isfinite(gripper_opening):
+        raise ValueError(f"gripper opening must be finite, got {gripper_opening}")
+    T = np.asarray(T, dtype=float)
+    return np.concatenate([T[:3, 3], T[:3, 0], T[:3, 1],
+                           [float(np.clip(gripper_opening, 0.0, 1.0))]]).astype(np.float32)

@@ -2,6 +2,7 @@
 
     policy = LladaVlaPolicy.from_pretrained("ckpt/", device="cuda", decode={"steps": 10})
     chunk = policy.predict(image_rgb, "put the spoon on the towel")  # ActionChunk, robot units
+    chunk = policy.predict(image_rgb, text, state=robot_state(q, opening))  # state_dim > 0
 """
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import numpy as np
 
 from .action_tokenizer import STATS_FILE, ActionTokenizer
 from .decoding import DecodeConfig, DecodeResult, generate
-from .policy import ActionChunk, check_observation
+from .policy import ActionChunk, PolicyInputError, check_observation
 
 
 class LladaVlaPolicy:
-    """Implements ``policy.Policy``: ``predict(image_rgb, instruction) -> ActionChunk``."""
+    """Implements ``policy.Policy``: ``predict(image_rgb, instruction) -> ActionChunk``;
+    a checkpoint with ``state_dim`` > 0 also needs ``state`` (``kinematics.robot_state``)."""
 
     def __init__(self, model, tokenizer: ActionTokenizer,
                  decode: Union[dict, DecodeConfig, None] = None, name: str = "llada_vla"):
@@ -30,6 +32,7 @@ class LladaVlaPolicy:
                              f"{tokenizer.action_dim} dims) does not match the model "
                              f"({c.num_bins} bins, {c.action_dim} dims)")
         self.chunk_size = int(c.chunk_size)
+        self.state_dim = int(getattr(c, "state_dim", 0))
         self.model_id = f"{name}:{self.decode_config.strategy}"
         self.last_result: Optional[DecodeResult] = None
 
@@ -59,9 +62,19 @@ class LladaVlaPolicy:
         tokenizer = ActionTokenizer.from_pretrained(path, unnorm_key=unnorm_key or None)
         return cls(model, tokenizer, decode=decode_config, name=path.name)
 
-    def predict(self, image_rgb: np.ndarray, instruction: str) -> ActionChunk:
+    def predict(self, image_rgb: np.ndarray, instruction: str, state=None) -> ActionChunk:
         check_observation(image_rgb, instruction)
-        result = generate(self.model, image_rgb, instruction, self.decode_config)
+        if self.state_dim:
+            if state is None:
+                raise PolicyInputError(
+                    f"{self.model_id} takes the robot state (end-effector pose and gripper "
+                    "opening from the joint states); none given")
+            state = np.asarray(state, dtype=np.float32).reshape(-1)
+            if state.size != self.state_dim or not np.all(np.isfinite(state)):
+                raise PolicyInputError(f"robot state must be {self.state_dim} finite values, "
+                                       f"got {state.tolist()}")
+        result = generate(self.model, image_rgb, instruction, self.decode_config,
+                          state if self.state_dim else None)
         self.last_result = result
         return ActionChunk(
             actions=self.tokenizer.decode(result.classes),

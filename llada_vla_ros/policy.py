@@ -45,10 +45,19 @@ class ActionChunk:
 
 
 class Policy(Protocol):
+    """``predict(image_rgb, instruction)``; a policy with a ``state_dim`` attribute > 0 also
+    takes ``state=`` (``kinematics.robot_state``), which callers pass only to such policies
+    (``wants_state``)."""
+
     model_id: str
     chunk_size: int
 
     def predict(self, image_rgb: np.ndarray, instruction: str) -> ActionChunk: ...
+
+
+def wants_state(policy) -> bool:
+    """Does ``policy`` take the robot state (``predict(..., state=...)``)?"""
+    return int(getattr(policy, "state_dim", 0) or 0) > 0
 
 
 def check_observation(image_rgb: np.ndarray, instruction: str) -> None:

@@ -16,3 +16,22 @@ def tiny_checkpoint(tmp_path_factory):
     (make_tiny_checkpoint keeps training until every token is reproduced)."""
     from llada_vla_ros.training import make_tiny_checkpoint
     return make_tiny_checkpoint(tmp_path_factory.mktemp("llada_tiny") / "tiny_ckpt")
+
+
+@pytest.fixture(scope="session")
+def tiny_state_checkpoint(tmp_path_factory):
+    """A tiny LLaDA-VLA that takes the robot state (``--config state_dim=10``), trained a
+    few steps with llada-vla-train on one simulated expert recording (its joint states give
+    the state): a real checkpoint of that kind, not a competent one."""
+    from llada_vla_ros import finetune
+    from llada_vla_ros.sim import collect
+
+    root = tmp_path_factory.mktemp("llada_tiny_state")
+    assert collect.main(["--task", "carrot", "--layout", "grid", "--episodes", "1",
+                         "--out", str(root / "demos"), "--image-size", "64x48",
+                         "--quiet"]) == 0
+    bags = sorted(str(p) for p in (root / "demos").iterdir() if p.is_dir())
+    ckpt = root / "tiny_state_ckpt"
+    assert finetune.main([*bags, "--init", "tiny", "--config", "state_dim=10", "--steps", "20",
+                          "--val-split", "0", "--out", str(ckpt), "--quiet"]) == 0
+    return ckpt

@@ -278,6 +278,30 @@ def test_node_runs_the_tiny_llada_vla_model(domain, tmp_path, tiny_checkpoint):
     assert_commands_safe(probe.messages(GROUP))
 
 
+def test_node_gives_a_state_model_the_state_of_its_joint_states(domain, tmp_path,
+                                                                tiny_state_checkpoint):
+    """A checkpoint that takes the robot state: the node builds it from the driver's
+    joint_states (arm joints through FK, left_finger opening) for every inference; without
+    it the model refuses every observation and no chunk would come."""
+    probe = make_probe(domain)
+    procs = [sim_world(domain, tmp_path, width=320, height=240),
+             NodeProcess("policy_node", domain, tmp_path,
+                         {"execute": True, "model_path": str(tiny_state_checkpoint)})]
+    try:
+        wait_for(lambda: policy_statuses(probe), 60, what="the node's diagnostics")
+        publish_instruction(probe, "put carrot on plate")
+        wait_for(lambda: len(probe.messages("/llada_vla/action_chunk")) >= 3, 60,
+                 what="three chunks decoded by the state model")
+        wait_for(lambda: len(probe.messages(GROUP)) >= 3, 30, what="commands from the model")
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        probe.close()
+    assert all(c.model_id.startswith("tiny_state_ckpt") for c in
+               probe.messages("/llada_vla/action_chunk"))
+    assert_commands_safe(probe.messages(GROUP))
+
+
 def test_shutdown_ramps_to_sleep_pose_within_the_speed_limit(domain, tmp_path):
     from llada_vla_ros import kinematics
 

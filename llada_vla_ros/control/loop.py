@@ -53,6 +53,8 @@ class Job:
     stamp: object
     instruction: str
     generation: int
+    joints: Optional[np.ndarray] = None  # the newest arm joints and gripper opening, for
+    gripper: Optional[float] = None      # a policy that takes the robot state
 
 
 class ControlLoop:
@@ -74,7 +76,7 @@ class ControlLoop:
         self.generation = 0  # bumped by every new instruction: older chunks are dropped
         self.image = self.image_stamp = self.image_time = None
         self.image_fresh, self.image_error = False, ""
-        self.q = self.joint_time = None
+        self.q = self.joint_time = self.gripper = None
         self.joint_history: deque = deque()  # (time, q) over the last SETTLE_WINDOW_S
         self.step = 0
         self.policy_ready, self.policy_error = False, ""
@@ -112,9 +114,11 @@ class ControlLoop:
             if image:
                 self.image_error = reason
 
-    def set_joints(self, q: np.ndarray, now: float) -> None:
+    def set_joints(self, q: np.ndarray, now: float, gripper: Optional[float] = None) -> None:
+        """Measured arm joints (and the gripper opening 0..1, when the message has it)."""
         with self.lock:
             self.q, self.joint_time = np.array(q, dtype=float), now
+            self.gripper = gripper
             self.joint_history.append((now, self.q))
             while now - self.joint_history[0][0] > SETTLE_WINDOW_S:
                 self.joint_history.popleft()
@@ -196,7 +200,8 @@ class ControlLoop:
                 if not self._wants_inference():
                     return None
             self.image_fresh = False
-            return Job(self.image, self.image_stamp, self.instruction, self.generation)
+            return Job(self.image, self.image_stamp, self.instruction, self.generation,
+                       None if self.q is None else self.q.copy(), self.gripper)
 
     def _wants_inference(self) -> bool:
         if not (self.running and self.policy_ready and self.image_fresh and self.instruction

@@ -19,8 +19,8 @@ from .. import kinematics
 from .. import topics as T
 from ..images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from . import BagError
-from .labels import (ACTION_DIM, chunk_actions, fk_actions, gap_limit, gripper_opening,
-                     normalised_gripper)
+from .labels import (ACTION_DIM, chunk_actions, fk_actions, fk_states, gap_limit,
+                     gripper_opening, normalised_gripper)
 from .messages import header_stamp_ns, make_typestore, register_types
 from .reader import BagReader
 
@@ -37,6 +37,7 @@ class Frame:
     instruction: str        # instruction in force ("" when none was published yet)
     action: np.ndarray      # (7,) recorded action in robot units
     segment: int = 0        # frames of one segment follow each other without a gap
+    state: Optional[np.ndarray] = None  # robot state at the frame (joint-state bags)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class _Planned(NamedTuple):
     instruction: str
     action: np.ndarray
     segment: int
+    state: Optional[np.ndarray] = None
 
 
 class EpisodeStream:
@@ -148,7 +150,7 @@ class EpisodeStream:
                 if index != want.index:
                     continue
                 yield Frame(want.stamp_ns, bag_ns, self._decode(store, msgtype, raw, bag_ns),
-                            want.instruction, want.action, want.segment)
+                            want.instruction, want.action, want.segment, want.state)
                 want = next(planned, None)
                 if want is None:
                     return
@@ -177,16 +179,19 @@ class EpisodeStream:
         step = np.diff(frame_ns)
         limit = gap_limit(max_gap_factor, frame_ns)
         breaks = np.concatenate([[True], (step > limit) | (step <= 0)])
+        states = [None] * len(frame_ns)
         if self.action_source == "action_chunk":
             actions, reasons = chunk_actions(
                 frame_ns, scan["chunk_ns"], scan["chunks"],
                 gap_limit(max_gap_factor, scan["chunk_ns"], frame_ns), label_topic)
         else:
             next_ok = np.concatenate([~breaks[1:], [False]])
+            js_limit = gap_limit(max_gap_factor, scan["js_ns"], frame_ns)
             actions, reasons = fk_actions(
-                frame_ns, next_ok, scan["js_ns"], scan["js_q"], scan["js_grip"],
-                gap_limit(max_gap_factor, scan["js_ns"], frame_ns), label_topic,
-                scan["image_bag_ns"][kept], scan["gripper_commands"])
+                frame_ns, next_ok, scan["js_ns"], scan["js_q"], scan["js_grip"], js_limit,
+                label_topic, scan["image_bag_ns"][kept], scan["gripper_commands"])
+            states = fk_states(frame_ns, scan["js_ns"], scan["js_q"], scan["js_grip"],
+                               js_limit, label_topic)
         instr_ns = np.array([t for t, _ in scan["instructions"]], dtype=np.int64)
         planned, segment, dropped = [], -1, True
         for k, i in enumerate(kept):
@@ -200,7 +205,7 @@ class EpisodeStream:
             j = int(np.searchsorted(instr_ns, bag_ns, side="right")) - 1
             text = scan["instructions"][j][1] if j >= 0 else default_instruction
             planned.append(_Planned(int(i), int(frame_ns[k]), bag_ns, text, actions[k],
-                                    segment))
+                                    segment, states[k]))
         return planned
 
 

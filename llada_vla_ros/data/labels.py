@@ -5,7 +5,8 @@ Two sources:
 - ``chunk_actions``: the first action of the latest ActionChunk whose header stamp equals or
   precedes the image stamp (what the policy commanded);
 - ``fk_actions``: the end-effector motion from this frame to the next, from the joint states
-  through forward kinematics (Bridge delta convention): the motion the arm made. The gripper
+  through forward kinematics (Bridge delta convention): the motion the arm made
+  (``fk_states``: the robot state at each frame, for models that take one). The gripper
   is the last recorded gripper command at the next frame (pwm: +effort = open 1, -effort =
   closed 0; what the operator asked: fingers closed on an object wider than half their
   travel stay more than half open), else the normalised opening there.
@@ -90,6 +91,17 @@ def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: 
         actions.append(np.array([*dp, droll, dpitch, dyaw, grip], dtype=np.float32))
         reasons.append("")
     return actions, reasons
+
+
+def fk_states(frame_ns, js_ns, js_q, js_grip, limit_ns: float, topic: str) -> list:
+    """The robot state (``kinematics.robot_state``: end-effector pose, measured gripper
+    opening) at each frame time from the joint states around it, or None where they have a
+    gap (as ``fk_actions``)."""
+    order = np.argsort(js_ns, kind="stable")
+    ts, q, g = np.asarray(js_ns)[order], np.asarray(js_q)[order], np.asarray(js_grip)[order]
+    poses, grips, _ = _poses(np.asarray(frame_ns, dtype=np.int64), ts, q, g, limit_ns, topic)
+    return [None if T is None else kinematics.state_from_pose(T, grip)
+            for T, grip in zip(poses, grips)]
 
 
 def _poses(frame_ns, ts, q, g, limit_ns, topic) -> tuple:

@@ -262,7 +262,8 @@ class Trainer:
 
     def _encode(self, batch, indices, shifts):
         core, A = self.core, self.A
-        images = [self.pixels.get(i, e.image) for i, e in zip(indices, batch)]
+        images = [with_state(self.pixels.get(i, e.image), e.state)
+                  for i, e in zip(indices, batch)]
         if shifts is not None:
             images = [random_shift(im, s) for im, s in zip(images, shifts)]
         prompts = [self.prompts.get(e.instruction) or self.prompts.setdefault(
@@ -393,7 +394,15 @@ def random_shift(image, shift):
     x = image.pixels
     S = x.shape[-1]
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    return ImageInput(padded[..., pad + dy:pad + dy + S, pad + dx:pad + dx + S], image.size)
+    return ImageInput(padded[..., pad + dy:pad + dy + S, pad + dx:pad + dx + S], image.size,
+                      image.state)
+
+
+def with_state(image, state):
+    """A preprocessed ImageInput (shared by the pixel cache) with an example's robot state."""
+    from ..model.processing import ImageInput, as_state
+
+    return image if state is None else ImageInput(image.pixels, image.size, as_state(state))
 
 
 class _PixelCache:

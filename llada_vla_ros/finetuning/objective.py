@@ -7,7 +7,7 @@ split across processes and micro-batches gives exactly the loss of the whole bat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,20 +18,23 @@ LOSS_TYPES = ("lsc", "full_vocab")
 
 @dataclass
 class Example:
-    """One training sample: uint8 HxWx3 RGB image, instruction, (K, D) actions (robot units)."""
+    """One training sample: uint8 HxWx3 RGB image, instruction, (K, D) actions (robot units)
+    and the robot state at the image (``kinematics.robot_state``; None when the recording
+    has none: models with ``state_dim`` need it)."""
 
     image: np.ndarray
     instruction: str
     actions: np.ndarray
+    state: Optional[np.ndarray] = None
 
 
 def as_example(x) -> Example:
     if isinstance(x, Example):
         return x
     if isinstance(x, dict):
-        return Example(x["image"], x["instruction"], np.asarray(x["actions"]))
-    image, instruction, actions = x
-    return Example(image, instruction, np.asarray(actions))
+        return Example(x["image"], x["instruction"], np.asarray(x["actions"]), x.get("state"))
+    image, instruction, actions, *state = x
+    return Example(image, instruction, np.asarray(actions), state[0] if state else None)
 
 
 # ----------------------------------------------------------------------------- loss (eq. 5-7)

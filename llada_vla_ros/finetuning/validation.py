@@ -54,7 +54,7 @@ def evaluate(model, tokenizer, examples, batch_size: int = 32, seed: int = 0,
     preds, targets = [], []
     for start in range(0, len(examples), batch_size):
         batch = examples[start:start + batch_size]
-        images = [model.preprocess(e.image) for e in batch]
+        images = [model.preprocess(e.image, e.state) for e in batch]
         prompts = [model.prompt_ids(e.instruction) for e in batch]
         classes = torch.stack([torch.as_tensor(tokenizer.encode(e.actions).reshape(-1))
                                for e in batch]).to(device)

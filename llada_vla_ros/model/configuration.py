@@ -6,6 +6,7 @@ SigLIP encoder, and a spatial-softmax keypoint token beside it; sizes chosen by
 measurement, docs/results.md)."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Optional
 
@@ -63,6 +64,12 @@ class LladaVlaConfig(PretrainedConfig):
     prompt positions from attending to action positions (exact prefix cache); the paper's
     default is full bidirectional attention (False). ``autoregressive=True`` makes the
     same network a causal next-token predictor of the action tokens (the baseline).
+
+    Robot state (an option of this package, not the paper's model): ``state_dim`` > 0 adds
+    one prompt token after the image features, a projection of the standardized robot state
+    (``kinematics.robot_state``: end-effector position, rotation as its first two columns,
+    gripper opening; ``state_mean``/``state_std`` from the training data). 0: images and
+    instructions only, as LLaDA-VLA.
     """
 
     model_type = "llada_vla"
@@ -83,7 +90,8 @@ class LladaVlaConfig(PretrainedConfig):
                  image_aspect_ratio: str = "anyres_max_4", image_grid_pinpoints=None,
                  mm_patch_merge_type: str = "spatial_unpad", vision_stem: str = "patch",
                  vision_position_embedding: str = "learned", vision_keypoints: int = 0,
-                 autoregressive: bool = False, **kwargs):
+                 autoregressive: bool = False, state_dim: int = 0, state_mean=None,
+                 state_std=None, **kwargs):
         if not isinstance(vision_config, SiglipVisionConfig):
             vision_config = SiglipVisionConfig(**{**FULL_VISION, **(vision_config or {})})
         self.vision_config = vision_config
@@ -141,6 +149,17 @@ class LladaVlaConfig(PretrainedConfig):
         # The diffusion-vs-autoregressive baseline (the paper's Table 1 peer, OpenVLA-style):
         # causal attention, the action tokens predicted left to right (decoding.py).
         self.autoregressive = bool(autoregressive)
+        self.state_dim = int(state_dim)
+        if self.state_dim < 0:
+            raise ValueError(f"state_dim must be >= 0, got {state_dim}")
+        for name, value in (("state_mean", state_mean), ("state_std", state_std)):
+            if value is not None and (len(value) != self.state_dim
+                                      or not all(math.isfinite(float(v)) for v in value)):
+                raise ValueError(f"{name} must be {self.state_dim} finite numbers, got {value!r}")
+        if state_std is not None and min(float(v) for v in state_std) <= 0:
+            raise ValueError(f"state_std must be positive, got {state_std!r}")
+        self.state_mean = None if state_mean is None else [float(v) for v in state_mean]
+        self.state_std = None if state_std is None else [float(v) for v in state_std]
         # input format
         self.system_prompt = system_prompt.strip() if system_prompt else None
         if image_aspect_ratio != "square" and image_aspect_ratio != "anyres" \

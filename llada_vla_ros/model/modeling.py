@@ -323,6 +323,10 @@ class LladaVlaForActions(PreTrainedModel):
             nn.Linear(c.hidden_size, c.hidden_size))
         if c.vision_keypoints:
             self.keypoints = SpatialKeypoints(c.vision_keypoints, c.hidden_size)
+        if c.state_dim:  # the robot state token (an option of this package)
+            self.state_projector = nn.Sequential(
+                nn.Linear(c.state_dim, c.hidden_size), nn.GELU(),
+                nn.Linear(c.hidden_size, c.hidden_size))
         self.model = Backbone(c)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
         if c.uses_image_newline:  # LLaDA-V's model.image_newline, ends each feature row
@@ -365,7 +369,8 @@ class LladaVlaForActions(PreTrainedModel):
     def image_features(self, images) -> list:
         """ImageInputs (or a (B, 3, S, S) tensor of square-input images) -> one (N_i, H)
         tensor of prompt features per image: every crop of the batch goes through the
-        vision tower in one pass, then anyres.merge lays each image's features out."""
+        vision tower in one pass, then anyres.merge lays each image's features out; a model
+        with ``state_dim`` appends each image's robot state token (``state_token``)."""
         if isinstance(images, torch.Tensor):
             images = [ImageInput(p[None], (p.shape[-1], p.shape[-2])) for p in images]
         feats = self.encode_images(torch.cat([im.pixels for im in images]))
@@ -373,9 +378,41 @@ class LladaVlaForActions(PreTrainedModel):
         newline = getattr(self, "image_newline", None)
         for im in images:
             n = im.pixels.shape[0]
-            out.append(anyres.merge(feats[start:start + n], im.size, self.config, newline))
+            merged = anyres.merge(feats[start:start + n], im.size, self.config, newline)
+            if self.config.state_dim:
+                merged = torch.cat([merged, self.state_token(im.state).to(merged.dtype)])
+            out.append(merged)
             start += n
         return out
+
+    STATE_STD_FLOOR = 1e-2  # a state value that barely varies in the data is not amplified
+
+    def set_state_statistics(self, states) -> None:
+        """The standardization of the robot state (config ``state_mean``/``state_std``) from
+        the training examples' states, (N, state_dim)."""
+        s = np.asarray(states, dtype=np.float64)
+        if s.ndim != 2 or s.shape[1] != self.config.state_dim or not len(s):
+            raise ValueError(f"need (N, {self.config.state_dim}) robot states, got {s.shape}")
+        self.config.state_mean = [float(v) for v in s.mean(0)]
+        self.config.state_std = [float(v) for v in np.maximum(s.std(0), self.STATE_STD_FLOOR)]
+
+    def state_token(self, state) -> torch.Tensor:
+        """(state_dim,) robot state -> (1, H): standardized with the config's statistics,
+        then projected. ValueError naming the cause when it is missing or malformed."""
+        c = self.config
+        if state is None:
+            raise ValueError(f"this model takes the robot state ({c.state_dim} values: "
+                             "kinematics.robot_state of the arm joints and gripper); none given")
+        w = self.state_projector[0].weight
+        s = torch.as_tensor(state, dtype=torch.float32, device=w.device).reshape(-1)
+        if s.numel() != c.state_dim or not torch.isfinite(s).all():
+            raise ValueError(f"robot state must be {c.state_dim} finite values, got "
+                             f"{s.tolist()}")
+        if c.state_mean is not None:
+            s = s - torch.tensor(c.state_mean, device=w.device)
+        if c.state_std is not None:
+            s = s / torch.tensor(c.state_std, device=w.device)
+        return self.state_projector(s.to(w.dtype))[None]
 
     def embed_prompt(self, prompt_ids: Sequence[int], image_features: torch.Tensor):
         """Prompt ids with one image placeholder + (N, H) features -> ((P, H), image span)."""
@@ -403,10 +440,11 @@ class LladaVlaForActions(PreTrainedModel):
             valid[b, P - r.shape[0]:] = True
         return out, valid
 
-    def preprocess(self, image_rgb: np.ndarray) -> ImageInput:
-        """uint8 HxWx3 RGB (any size) -> ImageInput (crops on the model's device and dtype)."""
+    def preprocess(self, image_rgb: np.ndarray, state=None) -> ImageInput:
+        """uint8 HxWx3 RGB (any size) [+ robot state] -> ImageInput (crops on the model's
+        device and dtype)."""
         w = self.lm_head.weight
-        return preprocess_crops(image_rgb, self.config, w.device, w.dtype)
+        return preprocess_crops(image_rgb, self.config, w.device, w.dtype, state)
 
     def prompt_ids(self, instruction: str) -> list:
         if self.tokenizer is None:
@@ -415,27 +453,32 @@ class LladaVlaForActions(PreTrainedModel):
         return build_prompt_ids(self.tokenizer, instruction, self.config)
 
     @torch.no_grad()
-    def prepare(self, image_rgb: np.ndarray, instruction: str) -> Observation:
+    def prepare(self, image_rgb: np.ndarray, instruction: str, state=None) -> Observation:
         """Run the vision tower + projector once and build the (1, P, H) prompt embeddings.
-        Raises ValueError on a bad image (not HxWx3 uint8, empty) or an empty instruction."""
+        Raises ValueError on a bad image (not HxWx3 uint8, empty), an empty instruction, or
+        a missing or malformed robot state (a model with ``state_dim``)."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction is empty")
-        image = self.preprocess(image_rgb)
+        image = self.preprocess(image_rgb, state)
         ids = self.prompt_ids(instruction)
         embeds, span = self.embed_prompt(ids, self.image_features([image])[0])
         return Observation(embeds[None], ids, span, instruction)
 
     @torch.no_grad()
-    def prepare_batch(self, images, instructions: Sequence[str]) -> Observation:
-        """``prepare`` for B (image, instruction) pairs in one vision pass: an Observation
+    def prepare_batch(self, images, instructions: Sequence[str], states=None) -> Observation:
+        """``prepare`` for B (image, instruction[, state]) in one vision pass: an Observation
         of B left-padded rows, for batched ``action_logits`` and decoding."""
         if len(images) != len(instructions) or not len(images):
             raise ValueError("give as many images as instructions, at least one")
+        states = [None] * len(images) if states is None else list(states)
+        if len(states) != len(images):
+            raise ValueError("give as many robot states as images")
         for text in instructions:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError("instruction is empty")
         ids = [self.prompt_ids(t) for t in instructions]
-        embeds, valid = self.prefix_embeds([self.preprocess(im) for im in images], ids)
+        embeds, valid = self.prefix_embeds(
+            [self.preprocess(im, st) for im, st in zip(images, states)], ids)
         marker = ids[0].index(self.config.image_token_index)
         span = (marker, marker + embeds.shape[1] - len(ids[0]) + 1)
         return Observation(embeds, ids[0], span, instructions[0], valid)

@@ -35,21 +35,35 @@ def preprocess_image(image_rgb: np.ndarray, size: int, device="cpu",
 class ImageInput:
     """One camera image ready for the vision tower: ``pixels`` (n, 3, S, S) normalized crops
     (the whole image, then anyres tiles) and the original ``size`` (width, height), which
-    fixes the tile grid and the unpadding of the features (anyres.merge)."""
+    fixes the tile grid and the unpadding of the features (anyres.merge). ``state``: the
+    robot state observed with the image (``kinematics.robot_state``), for a model that
+    takes one (``config.state_dim``); None otherwise."""
 
     pixels: torch.Tensor
     size: tuple
+    state: Optional[torch.Tensor] = None
 
 
 def preprocess_crops(image_rgb: np.ndarray, config, device="cpu",
-                     dtype: torch.dtype = torch.float32) -> ImageInput:
-    """uint8 HxWx3 RGB -> ImageInput for ``config``'s input (square or anyres)."""
+                     dtype: torch.dtype = torch.float32, state=None) -> ImageInput:
+    """uint8 HxWx3 RGB (+ the robot state) -> ImageInput for ``config``'s input (square or
+    anyres)."""
     check_rgb(image_rgb)
     x = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device)
     x = x.permute(2, 0, 1).unsqueeze(0).float() / 255.0
     pixels = anyres.crops(x, config)
     return ImageInput(((pixels - MEAN) / STD).to(dtype),
-                      (int(image_rgb.shape[1]), int(image_rgb.shape[0])))
+                      (int(image_rgb.shape[1]), int(image_rgb.shape[0])), as_state(state))
+
+
+def as_state(state) -> Optional[torch.Tensor]:
+    """A robot state as a float32 vector (None stays None); ValueError on NaN/Inf."""
+    if state is None:
+        return None
+    s = torch.as_tensor(np.asarray(state, dtype=np.float32)).reshape(-1)
+    if not torch.isfinite(s).all():
+        raise ValueError(f"robot state contains NaN/Inf: {s.tolist()}")
+    return s
 
 
 def build_prompt_ids(tokenizer, instruction: str, config) -> list[int]:

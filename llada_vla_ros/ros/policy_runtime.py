@@ -39,7 +39,8 @@ from llada_vla_ros.control import ControlLoop, parameters
 from llada_vla_ros.execution import ChunkExecutor
 from llada_vla_ros.images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from llada_vla_ros.msg import ActionChunk
-from llada_vla_ros.policy import MAX_INSTRUCTION_BYTES, PolicyInputError, load_policy
+from llada_vla_ros.policy import (MAX_INSTRUCTION_BYTES, PolicyInputError, load_policy,
+                                  wants_state)
 from llada_vla_ros.ros import messages, qos
 from llada_vla_ros.ros.execute_action import InstructionGoals
 
@@ -52,6 +53,22 @@ NODE_NAME = "llada_vla_policy"
 DUPLICATE_WINDOW_S = 1.0  # the same instruction again within this = the second subscription
 WORKER_JOIN_S = 1.0       # shutdown waits this long for an inference in progress
 ACK_WAIT_S = 0.5          # and this long, in all, for the driver to acknowledge commands
+
+
+def robot_state_of(policy, job) -> dict:
+    """``{"state": ...}`` for a policy that takes the robot state (from the job's joints and
+    gripper opening), else {}. PolicyInputError naming what is missing."""
+    if not wants_state(policy):
+        return {}
+    if job.joints is None:
+        raise PolicyInputError("the policy takes the robot state: no joint state yet")
+    if job.gripper is None:
+        raise PolicyInputError("the policy takes the robot state: joint_states has no "
+                               "left_finger position (the gripper opening)")
+    try:
+        return {"state": kinematics.robot_state(job.joints, job.gripper)}
+    except ValueError as err:
+        raise PolicyInputError(str(err)) from err
 
 
 def declare_parameters(node) -> None:
@@ -201,7 +218,8 @@ class PolicyRuntime:
             if job is None:
                 continue
             try:
-                chunk = self.policy.predict(job.image, job.instruction)
+                chunk = self.policy.predict(job.image, job.instruction, **robot_state_of(
+                    self.policy, job))
             except PolicyInputError as err:
                 self._refuse(f"observation refused: {err}")
                 continue
@@ -320,7 +338,8 @@ class PolicyRuntime:
         except ValueError as err:
             self._refuse(str(err))
             return
-        self.loop.set_joints(q, time.monotonic())
+        self.loop.set_joints(q, time.monotonic(),
+                             kinematics.joint_state_opening(msg.name, msg.position))
 
     def on_start(self, request, response):
         result = self.set_execute(True)

@@ -28,6 +28,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..execution import MODES, ChunkExecutor
+from ..kinematics import robot_state
+from ..policy import wants_state
 from .tasks import LAYOUTS, TASKS, task_names
 
 CONTACT_SHEET = "contact_sheet.png"
@@ -73,13 +75,18 @@ def closed_loop(env, policy, obs: dict, executor: Optional[ChunkExecutor] = None
     chunk on the camera frame and the instruction whenever ``executor`` (the node's
     ``ChunkExecutor``; default: whole chunks, receding horizon) needs one, and its actions go
     to ``env.step`` one per step. Yields a ``Step`` after each step until the episode ends;
-    the caller may stop earlier. Without a camera the policy sees a blank frame."""
+    the caller may stop earlier. Without a camera the policy sees a blank frame. A policy
+    that takes the robot state gets it from the observation's joints and gripper opening
+    (``kinematics.robot_state``, as the node computes it from the joint states)."""
     executor = executor or ChunkExecutor()
+    with_state = wants_state(policy)
     step = 0
     while True:
         inference_ms = None
         if executor.needs_chunk():
-            chunk = policy.predict(obs.get("image", BLANK), env.instruction)
+            extra = ({"state": robot_state(obs["joints"], float(obs["gripper"][0]))}
+                     if with_state else {})
+            chunk = policy.predict(obs.get("image", BLANK), env.instruction, **extra)
             inference_ms = float(chunk.inference_ms)
             executor.add_chunk(chunk.actions, step)
         action = executor.pop(step)
