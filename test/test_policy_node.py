@@ -245,26 +245,34 @@ def test_unreachable_target_holds_then_recovers(domain, tmp_path):
     assert min(after_peak) < max(xs) - 0.1, xs  # moved back in after the refusals
 
 
-def test_node_runs_the_tiny_llada_vla_model(domain, tmp_path, tiny_checkpoint):
-    """The real model path in the node: checkpoint -> vision tower -> hierarchical masked
-    diffusion over the 35 action tokens -> de-tokenized actions -> safety filter -> driver."""
-    from llada_vla_ros.action_tokenizer import ActionTokenizer
-
+def run_checkpoint_in_node(domain, tmp_path, checkpoint, instruction, **params):
+    """The sim_world driver and camera + policy_node on ``checkpoint`` (execute on), given
+    ``instruction``, until three chunks and three commands came; returns the probe (closed)
+    holding what it saw."""
     probe = make_probe(domain)
     procs = [sim_world(domain, tmp_path, width=320, height=240),
              NodeProcess("policy_node", domain, tmp_path,
-                         {"execute": True, "model_path": str(tiny_checkpoint),
-                          "decoding.strategy": "hierarchical"})]
+                         {"execute": True, "model_path": str(checkpoint), **params})]
     try:
         wait_for(lambda: policy_statuses(probe), 60, what="the node's diagnostics")
-        publish_instruction(probe, "pick up the red block")
+        publish_instruction(probe, instruction)
         wait_for(lambda: len(probe.messages("/llada_vla/action_chunk")) >= 3, 60,
-                 what="three chunks decoded by the tiny model")
+                 what=f"three chunks decoded by {checkpoint.name}")
         wait_for(lambda: len(probe.messages(GROUP)) >= 3, 30, what="commands from the model")
     finally:
         for p in reversed(procs):
             p.stop()
         probe.close()
+    return probe
+
+
+def test_node_runs_the_tiny_llada_vla_model(domain, tmp_path, tiny_checkpoint):
+    """The real model path in the node: checkpoint -> vision tower -> hierarchical masked
+    diffusion over the 35 action tokens -> de-tokenized actions -> safety filter -> driver."""
+    from llada_vla_ros.action_tokenizer import ActionTokenizer
+
+    probe = run_checkpoint_in_node(domain, tmp_path, tiny_checkpoint, "pick up the red block",
+                                   **{"decoding.strategy": "hierarchical"})
     tok = ActionTokenizer.from_pretrained(tiny_checkpoint)
     for chunk in probe.messages("/llada_vla/action_chunk"):
         assert chunk.model_id == "tiny_ckpt:hierarchical"
@@ -283,20 +291,8 @@ def test_node_gives_a_state_model_the_state_of_its_joint_states(domain, tmp_path
     """A checkpoint that takes the robot state: the node builds it from the driver's
     joint_states (arm joints through FK, left_finger opening) for every inference; without
     it the model refuses every observation and no chunk would come."""
-    probe = make_probe(domain)
-    procs = [sim_world(domain, tmp_path, width=320, height=240),
-             NodeProcess("policy_node", domain, tmp_path,
-                         {"execute": True, "model_path": str(tiny_state_checkpoint)})]
-    try:
-        wait_for(lambda: policy_statuses(probe), 60, what="the node's diagnostics")
-        publish_instruction(probe, "put carrot on plate")
-        wait_for(lambda: len(probe.messages("/llada_vla/action_chunk")) >= 3, 60,
-                 what="three chunks decoded by the state model")
-        wait_for(lambda: len(probe.messages(GROUP)) >= 3, 30, what="commands from the model")
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        probe.close()
+    probe = run_checkpoint_in_node(domain, tmp_path, tiny_state_checkpoint,
+                                   "put carrot on plate")
     assert all(c.model_id.startswith("tiny_state_ckpt") for c in
                probe.messages("/llada_vla/action_chunk"))
     assert_commands_safe(probe.messages(GROUP))
