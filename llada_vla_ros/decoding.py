@@ -343,7 +343,8 @@ def generate(model, image_rgb: np.ndarray, instruction: str,
     with torch.inference_mode():
         _sync(device)
         start = time.perf_counter()
-        obs = model.prepare(image_rgb, instruction, state)
+        obs = (model.prepare(image_rgb, instruction) if state is None
+               else model.prepare(image_rgb, instruction, state))
         _sync(device)
         vision_ms = (time.perf_counter() - start) * 1e3
     result = decode(model, obs, config)
