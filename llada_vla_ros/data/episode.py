@@ -19,8 +19,8 @@ from .. import kinematics
 from .. import topics as T
 from ..images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from . import BagError
-from .labels import (ACTION_DIM, chunk_actions, fk_actions, fk_states, gap_limit,
-                     gripper_opening, normalised_gripper)
+from .labels import (ACTION_DIM, chunk_actions, fk_actions, gap_limit, gripper_opening,
+                     normalised_gripper)
 from .messages import header_stamp_ns, make_typestore, register_types
 from .reader import BagReader
 
@@ -186,12 +186,10 @@ class EpisodeStream:
                 gap_limit(max_gap_factor, scan["chunk_ns"], frame_ns), label_topic)
         else:
             next_ok = np.concatenate([~breaks[1:], [False]])
-            js_limit = gap_limit(max_gap_factor, scan["js_ns"], frame_ns)
-            actions, reasons = fk_actions(
-                frame_ns, next_ok, scan["js_ns"], scan["js_q"], scan["js_grip"], js_limit,
-                label_topic, scan["image_bag_ns"][kept], scan["gripper_commands"])
-            states = fk_states(frame_ns, scan["js_ns"], scan["js_q"], scan["js_grip"],
-                               js_limit, label_topic)
+            actions, reasons, states = fk_actions(
+                frame_ns, next_ok, scan["js_ns"], scan["js_q"], scan["js_grip"],
+                gap_limit(max_gap_factor, scan["js_ns"], frame_ns), label_topic,
+                scan["image_bag_ns"][kept], scan["gripper_commands"])
         instr_ns = np.array([t for t, _ in scan["instructions"]], dtype=np.int64)
         planned, segment, dropped = [], -1, True
         for k, i in enumerate(kept):

@@ -5,8 +5,8 @@ Two sources:
 - ``chunk_actions``: the first action of the latest ActionChunk whose header stamp equals or
   precedes the image stamp (what the policy commanded);
 - ``fk_actions``: the end-effector motion from this frame to the next, from the joint states
-  through forward kinematics (Bridge delta convention): the motion the arm made
-  (``fk_states``: the robot state at each frame, for models that take one). The gripper
+  through forward kinematics (Bridge delta convention): the motion the arm made (and the
+  robot state at each frame, for models that take one). The gripper
   is the last recorded gripper command at the next frame (pwm: +effort = open 1, -effort =
   closed 0; what the operator asked: fingers closed on an object wider than half their
   travel stay more than half open), else the normalised opening there.
@@ -60,7 +60,9 @@ def chunk_actions(frame_ns, chunk_ns, chunks, limit_ns: float, topic: str) -> tu
 
 def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: str,
                frame_bag_ns=None, gripper_commands=None) -> tuple:
-    """(actions, reasons): per frame the delta-EE motion to the next frame, or None and why.
+    """(actions, reasons, states): per frame the delta-EE motion to the next frame, or None
+    and why; and the robot state at the frame (``kinematics.robot_state``: end-effector pose,
+    measured gripper opening; None where the joint states have a gap), from the same poses.
 
     ``next_ok[k]``: frame k+1 follows frame k without a gap in the image stream. A pose at a
     frame time comes from the joint states on either side of it, and only when they are at
@@ -90,18 +92,9 @@ def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: 
             grip = cmd_open[j] if j >= 0 else grip
         actions.append(np.array([*dp, droll, dpitch, dyaw, grip], dtype=np.float32))
         reasons.append("")
-    return actions, reasons
-
-
-def fk_states(frame_ns, js_ns, js_q, js_grip, limit_ns: float, topic: str) -> list:
-    """The robot state (``kinematics.robot_state``: end-effector pose, measured gripper
-    opening) at each frame time from the joint states around it, or None where they have a
-    gap (as ``fk_actions``)."""
-    order = np.argsort(js_ns, kind="stable")
-    ts, q, g = np.asarray(js_ns)[order], np.asarray(js_q)[order], np.asarray(js_grip)[order]
-    poses, grips, _ = _poses(np.asarray(frame_ns, dtype=np.int64), ts, q, g, limit_ns, topic)
-    return [None if T is None else kinematics.state_from_pose(T, grip)
-            for T, grip in zip(poses, grips)]
+    states = [None if T is None else kinematics.state_from_pose(T, grip)
+              for T, grip in zip(poses, grips)]
+    return actions, reasons, states
 
 
 def _poses(frame_ns, ts, q, g, limit_ns, topic) -> tuple:
