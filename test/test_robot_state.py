@@ -183,3 +183,23 @@ def test_the_simulator_gives_a_state_policy_the_state_of_its_joints():
         np.testing.assert_allclose(given, actual, atol=1e-6)
     assert policy.seen[-1][0][0] > policy.seen[0][0][0] + 0.05  # it moved along x
     env.close()
+
+
+def test_a_recording_gives_each_frame_the_state_of_its_joint_states(tmp_path):
+    """Expert bags (joint-state labels): every frame carries the state, the first one the
+    start pose with the fingers open, and the state follows the recorded motion."""
+    from llada_vla_ros.data.episode import load_episode
+    from llada_vla_ros.sim import collect
+    from llada_vla_ros.sim.world import INITIAL_JOINTS
+
+    assert collect.main(["--task", "carrot", "--layout", "grid", "--episodes", "1",
+                         "--out", str(tmp_path), "--image-size", "64x48", "--quiet"]) == 0
+    [bag] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    episode = load_episode(bag)
+    assert episode.action_source == "joint_states" and len(episode) > 10
+    states = np.stack([f.state for f in episode])
+    np.testing.assert_allclose(states[0], K.robot_state(INITIAL_JOINTS, 1.0), atol=2e-3)
+    # the position part moves as the recorded actions say (labels and states, one FK)
+    moved = states[1:, :3] - states[:-1, :3]
+    np.testing.assert_allclose(moved, episode.actions[:-1, :3], atol=1e-5)
+    assert states[:, 9].min() < 0.9  # the fingers closed on the carrot at some point
