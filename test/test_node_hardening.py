@@ -82,6 +82,34 @@ def test_legal_but_unusable_joint_states_are_refused_not_fatal(graph_factory):
     g.expect_moving()  # the driver's good joint states keep it going
 
 
+def test_a_state_model_names_joint_states_without_the_gripper_opening(graph_factory,
+                                                                   tiny_state_checkpoint):
+    """A second publisher on the driver's joint_states listing only the arm joints (a
+    joint_state_publisher whose URDF lacks the fingers): a checkpoint that takes the robot
+    state cannot know the gripper opening from it. The node names the cause, stays up,
+    keeps every command within the speed limit, and goes on with the driver's messages."""
+    from sensor_msgs.msg import JointState
+    g = graph_factory(node_params={"model_path": str(tiny_state_checkpoint)},
+                      instruction="put carrot on plate")
+    g.expect_moving(timeout=60)
+    pub = publisher(g.probe, JointState, "/wx250s/joint_states", "reliable")
+    wait_matched(pub)
+    t0 = time.monotonic()
+
+    def named():  # the arm where it was last commanded, the fingers left out
+        q = [float(v) for v in g.commands()[-1]]
+        for _ in range(10):
+            pub.publish(JointState(name=JOINT_NAMES[:6], position=q))
+            time.sleep(0.01)
+        return diagnostics_mention(g.probe, t0, ["left_finger"])
+    wait_for(named, 30, interval=0.05, what="diagnostics naming the missing left_finger")
+    out = g.node.output()
+    assert g.node.alive() and "Traceback" not in out, out[-3000:]
+    g.expect_moving(timeout=60)  # the driver's complete joint states keep it going
+    sent = g.commands()
+    assert max_step(sent) <= 1.0 * 0.2 + 1e-5, max_step(sent)
+
+
 # --- 2. the joint speed limit across instruction changes and ~/start -------------------------
 
 def test_speed_limit_holds_across_instruction_changes_and_start(graph_factory, tmp_path):
