@@ -1,4 +1,5 @@
-"""The layout promises: no rclpy in the core library, one parameter contract, one version."""
+"""The layout promises: no rclpy in the core library, no import cycles, one parameter
+contract, one version."""
 import ast
 import configparser
 import re
@@ -11,13 +12,30 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "llada_vla_ros"
 
 
+def module_name(path: Path) -> str:
+    parts = path.with_suffix("").relative_to(ROOT).parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def imported_modules(path: Path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
+    """Absolute names of every module ``path`` imports, at the top or inside a function
+    (relative imports resolved; ``from pkg import mod`` gives ``pkg.mod`` when that is a
+    module of this package)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             yield from (a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            yield node.module
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([node.module] if node.module else []))
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                known = (PKG.parent / Path(*sub.split("."))).with_suffix(".py").is_file() or \
+                    (PKG.parent / Path(*sub.split(".")) / "__init__.py").is_file()
+                yield sub if known else base
 
 
 def test_core_library_never_imports_ros():
@@ -28,6 +46,42 @@ def test_core_library_never_imports_ros():
                if m.split(".")[0] in {"rclpy", "sensor_msgs", "std_msgs", "interbotix_xs_msgs"}
                or m.startswith("llada_vla_ros.msg") or m.startswith("llada_vla_ros.ros")]
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def import_cycles(graph: dict) -> list:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, cycles = {}, {}, [], []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            if len(component) > 1:
+                cycles.append(sorted(component))
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycles_even_through_imports_inside_functions():
+    """A lazy import inside a function still ties two modules together: a reader of one must
+    read the other, and a refactor that hoists the import breaks at import time."""
+    modules = {module_name(p): p for p in PKG.rglob("*.py")}
+    graph = {m: {d for d in imported_modules(p) if d in modules and d != m}
+             for m, p in modules.items()}
+    assert graph["llada_vla_ros.policy"] >= {"llada_vla_ros.policy.llada",
+                                             "llada_vla_ros.sim.expert"}  # the graph sees them
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles(graph) == []
 
 
 def flatten(d, prefix=""):

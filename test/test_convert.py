@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from llada_vla_ros.llada_policy import LladaVlaPolicy
+from llada_vla_ros.policy.llada import LladaVlaPolicy
 from llada_vla_ros.model import (LladaVlaConfig, LladaVlaForActions, UnsafeCheckpointError,
                                  build_tiny_tokenizer)
 from llada_vla_ros.model.configuration import LLADA_V_INPUT

@@ -9,7 +9,7 @@ from llada_vla_ros import kinematics, topics
 from llada_vla_ros.bag import BagWriter, Episode, Frame, load_episode
 from llada_vla_ros.dataset import episode_examples, load_examples, segments
 from llada_vla_ros.finetune import main
-from llada_vla_ros.llada_policy import LladaVlaPolicy
+from llada_vla_ros.policy.llada import LladaVlaPolicy
 from test_bag import header, joint_msg
 
 SEC = 1_000_000_000

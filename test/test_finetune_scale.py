@@ -18,7 +18,7 @@ from llada_vla_ros.finetuning.loop import (RECIPES, FitConfig, _Stream, export_s
                                            total_steps)
 from llada_vla_ros.finetuning.lora import add_lora, target_pattern
 from llada_vla_ros.finetuning.plan import GIB, plan
-from llada_vla_ros.llada_policy import LladaVlaPolicy
+from llada_vla_ros.policy.llada import LladaVlaPolicy
 from llada_vla_ros.model import LladaVlaConfig, LladaVlaForActions, build_tiny_tokenizer
 from llada_vla_ros.training import (TINY_STATS, action_tokenizer_for, count_mismatches,
                                     diffusion_sums, synthetic_examples)

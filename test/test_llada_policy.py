@@ -7,7 +7,7 @@ import torch
 
 from llada_vla_ros.action_tokenizer import STATS_FILE, ActionTokenizer
 from llada_vla_ros.decoding import STRATEGIES, DecodeConfig, decode, run_strategy
-from llada_vla_ros.llada_policy import LladaVlaPolicy
+from llada_vla_ros.policy.llada import LladaVlaPolicy
 from llada_vla_ros.model import (LladaVlaConfig, LladaVlaForActions, build_tiny_tokenizer,
                                  from_pretrained)
 from llada_vla_ros.policy import PolicyInputError, load_policy

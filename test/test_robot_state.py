@@ -125,7 +125,7 @@ def test_a_state_model_learns_what_only_the_state_tells():
 
 
 def test_policies_say_whether_they_take_the_state(tmp_path):
-    from llada_vla_ros.llada_policy import LladaVlaPolicy
+    from llada_vla_ros.policy.llada import LladaVlaPolicy
     from llada_vla_ros.policy import ScriptedPolicy
     from llada_vla_ros.training import TINY_STATS, action_tokenizer_for
 

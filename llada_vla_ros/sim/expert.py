@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import kinematics as K
-from ..policy import ActionChunk, check_observation
+from ..policy.base import ActionChunk, check_observation
 from .tasks import TASKS, Task, get_task
 
 # Gripper pointing down, fingers closing along world y (yaw 0): ee x = -z, ee y = y.

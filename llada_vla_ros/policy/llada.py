@@ -11,9 +11,9 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .action_tokenizer import STATS_FILE, ActionTokenizer
-from .decoding import DecodeConfig, DecodeResult, generate
-from .policy import ActionChunk, PolicyInputError, check_observation
+from ..action_tokenizer import STATS_FILE, ActionTokenizer
+from ..decoding import DecodeConfig, DecodeResult, generate
+from .base import ActionChunk, PolicyInputError, check_observation
 
 
 class LladaVlaPolicy:
@@ -54,7 +54,7 @@ class LladaVlaPolicy:
                 "action tokens into robot units")
         decode_config = (decode if isinstance(decode, DecodeConfig)
                          else DecodeConfig.from_dict(decode))  # bad options fail before loading
-        from .model import from_pretrained  # torch/transformers only when needed
+        from ..model import from_pretrained  # torch/transformers only when needed
 
         model = from_pretrained(path, torch_dtype=dtype or None, device=device)
         if model.tokenizer is None:
