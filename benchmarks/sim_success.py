@@ -75,9 +75,17 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
 
 def recipe(record: dict) -> str:
     """The learning rate and shift the run resolved to (defaults change between versions),
-    and the torch threads it trained with (runs before that was recorded used one)."""
+    the torch threads it trained with (runs before that was recorded used one), and any
+    ``--config`` change of the model (e.g. the robot-state input, ``state_dim=10``)."""
+    options, changes = record.get("train_options", []), []
+    for i, o in enumerate(options):
+        if o == "--config":  # KEY=VALUE ... up to the next option
+            after = options[i + 1:]
+            changes = after[:next((j for j, a in enumerate(after) if a.startswith("--")),
+                                  len(after))]
     return (f"lr {record['lr']:g}, shift {record['random_shift']} px, "
-            f"{record.get('threads', 1)} thread(s)")
+            f"{record.get('threads', 1)} thread(s)"
+            + "".join(f", {c.replace('=', ' ')}" for c in changes))
 
 
 def markdown(doc: dict) -> str:

@@ -83,6 +83,10 @@ def test_run_names_and_the_success_table():
     assert "| lr 0.001, shift 4 px, 1 thread(s) | 2 | 1.500 / 40.0 |" in row
     assert row.count("25.0 (0-50)") == 4 and row.count("not run") == 4 + 1  # grid not run
     assert row.endswith("| 50, - |")
+    record["train_options"] = ["--init", "small", "--config", "state_dim=10", "depth=2",
+                               "--max-minutes", "118"]
+    row = sim_success.markdown({"runs": {"r": record}, "cpu_seconds": 3600}).splitlines()[2]
+    assert "| lr 0.001, shift 4 px, 1 thread(s), state_dim 10, depth 2 | 2 |" in row
 
 
 def test_ablation_tables_never_pool_different_budgets():
