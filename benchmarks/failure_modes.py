@@ -6,7 +6,10 @@ kept). Every time the fingers lose the object it also notes whether the gripper 
 commanded open (a release) or closed (the object slipped out of a grasp), and where the
 object was then (horizontal distance to the target's origin and height, mm); each failed
 episode gets one cause (``cause``: never grasped, slipped from closed fingers, released off
-target, held at the end) and a markdown row of the counts is printed.
+target, held at the end) and a markdown row of the counts is printed. Where the gripper
+first closes, against where the object is (``first_close``: step, horizontal distance and
+height of the gripper above the object's origin, mm; the median distance is printed), tells
+a policy that aims at the object from one that replays an average path.
 
     OMP_NUM_THREADS=1 python benchmarks/failure_modes.py CKPT --task carrot --episodes 24
 
@@ -30,8 +33,11 @@ def episode(env, policy, seed: int, tail: int, still_m: float) -> dict:
     obs, info = env.reset(seed=seed)
     refused, still, first_refusal, grasped = [], [], None, False
     losses = {"released": [], "slipped": []}
+    first_close = None
     for step in closed_loop(env, policy, obs):  # whole chunks, as the node executes them
         was_held, info = info["grasped"], step.info
+        if first_close is None and step.action[6] < 0.5:
+            first_close = [info["steps"], *gripper_to_object(env)]
         if was_held and not info["grasped"]:
             opened = (info["gripper_effort"] or 0.0) > 0  # None: the step was held
             losses["released" if opened else "slipped"].append([info["steps"], *where(env)])
@@ -50,7 +56,21 @@ def episode(env, policy, seed: int, tail: int, still_m: float) -> dict:
     else:
         ending = "still moving"
     return {"seed": seed, "ending": ending, "grasped": grasped, "steps": len(refused),
-            "first_refusal": first_refusal, **losses}
+            "first_refusal": first_refusal, "first_close": first_close, **losses}
+
+
+def gripper_to_object(env) -> list:
+    """The gripper's horizontal distance to the source object's origin and its height above
+    it, mm."""
+    d = env.world.ee_pose()[:3, 3] - env.world.scene_state().source_pos
+    return [round(1000 * float(np.hypot(d[0], d[1])), 1), round(1000 * float(d[2]), 1)]
+
+
+def median_close_mm(rows: list):
+    """Median horizontal distance from the gripper to the object where it first closed
+    (None if no episode closed)."""
+    d = [r["first_close"][1] for r in rows if r.get("first_close")]
+    return round(float(np.median(d)), 1) if d else None
 
 
 def where(env) -> list:
@@ -117,13 +137,15 @@ def main(argv=None) -> int:
     report = {"checkpoint": str(args.checkpoint), "task": args.task, "layout": args.layout,
               "seeds": [args.seed, args.seed + args.episodes - 1], "endings": endings,
               "grasped": sum(r["grasped"] for r in rows), "causes": causes(rows),
+              "median_first_close_mm": median_close_mm(rows),
               "episodes": rows,
               "date": time.strftime("%Y-%m-%d")}
     out = ROOT / "benchmarks" / "results" / (
         f"failure_modes_{Path(args.checkpoint).name}_{args.task}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    print(json.dumps({k: report[k] for k in ("endings", "grasped", "causes")}), f"-> {out}")
+    print(json.dumps({k: report[k] for k in ("endings", "grasped", "causes",
+                                             "median_first_close_mm")}), f"-> {out}")
     print(markdown_row(report))
     return 0
 

@@ -43,10 +43,18 @@ def test_episode_endings(env):
     [(step, dxy_mm, z_mm)] = expert["released"]
     assert step <= expert["steps"] and dxy_mm < 50 and z_mm > 10
     assert failure_modes.cause(expert) is None
+    # the expert closes on the object: right above its origin, at its grasp height
+    close_step, close_dxy_mm, close_dz_mm = expert["first_close"]
+    assert close_step < step and close_dxy_mm < 10 and abs(close_dz_mm) < 30, expert
     still = failure_modes.episode(env, Constant([0, 0, 0, 0, 0, 0, 1]), 0, 20, 0.004)
     assert still["ending"] == "stalled" and not still["grasped"] and still["steps"] == 60
     assert still["released"] == still["slipped"] == []
     assert failure_modes.cause(still) == "never grasped"
+    assert still["first_close"] is None
+    shut = failure_modes.episode(env, Constant([0, 0, 0, 0, 0, 0, 0]), 0, 20, 0.004)
+    assert shut["first_close"][0] == 1 and shut["first_close"][1] > 50  # at the start pose
+    assert failure_modes.median_close_mm([expert, still, shut]) == round(
+        (close_dxy_mm + shut["first_close"][1]) / 2, 1)
     # the same release, had the task not been done; a later slip would be the cause
     assert failure_modes.cause({**expert, "ending": "still moving"}) == "released off target"
     slip_after = {**expert, "ending": "stalled", "slipped": [[step + 3, 0.0, 40.0]]}
