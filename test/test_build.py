@@ -24,7 +24,9 @@ def test_install_space_has_messages_nodes_launch_and_config():
     assert (site / "action" / "_execute_instruction.py").is_file()
     assert list(site.glob("llada_vla_ros_s__rosidl_typesupport_c*.so"))
     assert list(p.glob("lib/libllada_vla_ros__rosidl_typesupport_c.so"))
-    assert (site / "policy.py").is_file() and (site / "ros" / "policy_node.py").is_file()
+    for module in ("policy/__init__.py", "policy/llada.py", "ros/policy_node.py",
+                   "model/modeling.py", "sim/world.py"):  # subpackages are installed too
+        assert (site / module).is_file(), module
     for name in ("policy_node", "managed_policy_node", "sim_world", "llada-vla-eval",
                  "llada-vla-train", "llada-vla-sim-collect", "llada-vla-sim-eval"):
         exe = p / "lib" / "llada_vla_ros" / name
