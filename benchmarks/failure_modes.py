@@ -63,7 +63,7 @@ def gripper_to_object(env) -> list:
     """The gripper's horizontal distance to the source object's origin and its height above
     it, mm."""
     d = env.world.ee_pose()[:3, 3] - env.world.scene_state().source_pos
-    return [round(1000 * float(np.hypot(d[0], d[1])), 1), round(1000 * float(d[2]), 1)]
+    return horizontal_and_height_mm(d, d[2])
 
 
 def median_close_mm(rows: list):
@@ -76,8 +76,12 @@ def median_close_mm(rows: list):
 def where(env) -> list:
     """The source object's horizontal distance to the target's origin and its height, mm."""
     s = env.world.scene_state()
-    d = s.source_pos - s.target_pos
-    return [round(1000 * float(np.hypot(d[0], d[1])), 1), round(1000 * float(s.source_pos[2]), 1)]
+    return horizontal_and_height_mm(s.source_pos - s.target_pos, s.source_pos[2])
+
+
+def horizontal_and_height_mm(d, z) -> list:
+    """[horizontal length of the offset ``d``, height ``z``], m -> mm (0.1 mm)."""
+    return [round(1000 * float(np.hypot(d[0], d[1])), 1), round(1000 * float(z), 1)]
 
 
 CAUSES = ("never grasped", "slipped from closed fingers", "released off target",

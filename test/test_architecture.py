@@ -29,12 +29,13 @@ def imported_modules(path: Path):
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                parts = package.split(".")
+                up = parts[:len(parts) - node.level + 1]
                 base = ".".join(up + ([node.module] if node.module else []))
             for a in node.names:
                 sub = f"{base}.{a.name}"
-                known = (PKG.parent / Path(*sub.split("."))).with_suffix(".py").is_file() or \
-                    (PKG.parent / Path(*sub.split(".")) / "__init__.py").is_file()
+                where = PKG.parent.joinpath(*sub.split("."))
+                known = where.with_suffix(".py").is_file() or (where / "__init__.py").is_file()
                 yield sub if known else base
 
 
