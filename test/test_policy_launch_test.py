@@ -38,6 +38,7 @@ except (ImportError, LookupError, OSError) as err:
 DOMAIN_ID = 1 + (os.getpid() + 33) % 100
 IMAGE_TOPIC = "/launch_test/color/image_raw"
 ROBOT = "arm_under_test"
+NAMESPACE = "under_test"
 TIMEOUT_S = 60.0
 
 
@@ -48,7 +49,7 @@ def generate_test_description():
     include = launch.actions.IncludeLaunchDescription(
         launch.launch_description_sources.PythonLaunchDescriptionSource(
             str(SHARE / "launch" / "policy.launch.py")),
-        launch_arguments={"namespace": "under_test", "image_topic": IMAGE_TOPIC,
+        launch_arguments={"namespace": NAMESPACE, "image_topic": IMAGE_TOPIC,
                           "robot_name": ROBOT, "instruction": "draw a square",
                           "execute": "false"}.items())
     return launch.LaunchDescription([
@@ -89,7 +90,7 @@ class TestPolicyLaunch(unittest.TestCase):
     def test_node_in_namespace(self):
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
-            if ("llada_vla_policy", "/under_test") in self.node.get_node_names_and_namespaces():
+            if ("llada_vla_policy", "/" + NAMESPACE) in self.node.get_node_names_and_namespaces():
                 return
             rclpy.spin_once(self.node, timeout_sec=0.1)
         self.fail("policy node /under_test/llada_vla_policy did not start")
@@ -99,7 +100,9 @@ class TestPolicyLaunch(unittest.TestCase):
         joints_pub = self.node.create_publisher(
             JointState, topics.robot_topic(ROBOT, topics.JOINT_STATES), 10)
         chunks = []
-        sub = self.node.create_subscription(ActionChunk, topics.ACTION_CHUNK, chunks.append, 10)
+        # the node's outputs follow its namespace: /under_test/llada_vla/action_chunk
+        sub = self.node.create_subscription(
+            ActionChunk, topics.in_namespace(NAMESPACE, topics.ACTION_CHUNK), chunks.append, 10)
         try:
             deadline = time.monotonic() + TIMEOUT_S
             while not chunks and time.monotonic() < deadline:

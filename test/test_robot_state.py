@@ -94,6 +94,50 @@ def test_the_state_token_reaches_the_actions_and_survives_a_checkpoint(tmp_path)
         LladaVlaConfig.tiny(state_dim=2, state_std=[1.0, 0.0])
 
 
+def test_state_features_keep_only_the_named_values_of_the_state(tmp_path):
+    """``--config state_dim=10 state_features=z,gripper``: the token sees the height and the
+    gripper opening, not where the hand is in x/y (which lets a model replay the
+    demonstrations' average path without looking, docs/results.md section 5)."""
+    from llada_vla_ros.decoding import parse_options
+    from llada_vla_ros.finetune import init_model
+
+    torch.manual_seed(0)
+    model = init_model("tiny", config=parse_options(["state_dim=10",
+                                                     "state_features=z,gripper"]))
+    assert model.config.state_features == ["z", "gripper"]
+    assert model.config.state_inputs == [2, 9]
+    assert model.state_projector[0].in_features == 2
+    model.eval()
+    model.set_state_statistics(np.stack([K.robot_state(READY + d, g) for d, g in (
+        (0.0, 1.0), (0.1, 0.0), (-0.1, 0.5))]))
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    masked = torch.full((1, model.config.num_action_tokens), -1)
+
+    def logits(m, state):
+        return m.action_logits(m.prepare(image, "go", state=state), masked)[0]
+
+    base = K.robot_state(READY, 1.0)
+    moved_xy, lower, closed = base.copy(), base.copy(), base.copy()
+    moved_xy[[0, 1, 3, 4]] += (0.05, -0.04, 0.1, 0.1)  # x, y and rotation: not seen
+    lower[2] -= 0.05
+    closed[9] = 0.0
+    torch.testing.assert_close(logits(model, moved_xy), logits(model, base))
+    assert not torch.allclose(logits(model, lower), logits(model, base))
+    assert not torch.allclose(logits(model, closed), logits(model, base))
+    with pytest.raises(ValueError, match="10 finite values"):  # the state still comes whole
+        model.prepare(image, "go", state=base[[2, 9]])
+    model.save_pretrained(tmp_path)
+    again = LladaVlaForActions.from_pretrained(tmp_path).eval()
+    assert again.config.state_features == ["z", "gripper"]
+    torch.testing.assert_close(logits(again, lower), logits(model, lower))
+    for bad, match in ((dict(state_dim=10, state_features=["z", "height"]), "distinct names"),
+                       (dict(state_dim=10, state_features="z,z"), "distinct names"),
+                       (dict(state_dim=10, state_features=[]), "distinct names"),
+                       (dict(state_features=["z"]), "state_dim=10")):
+        with pytest.raises(ValueError, match=match):
+            LladaVlaConfig.tiny(**bad)
+
+
 def test_a_state_model_learns_what_only_the_state_tells():
     """Same image, same instruction: the gripper label is 'open' above a height and 'closed'
     below. Without the state no model can tell the examples apart."""

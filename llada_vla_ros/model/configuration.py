@@ -13,6 +13,7 @@ from typing import Optional
 from transformers import PretrainedConfig, SiglipVisionConfig
 
 from ..action_tokenizer import default_action_token_ids, validate_action_token_ids
+from ..kinematics import STATE_DIM, STATE_NAMES
 
 # SigLIP-2 so400m/14 at 384 with its last encoder layer dropped (27 -> 26), no pooling head.
 FULL_VISION = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
@@ -69,7 +70,9 @@ class LladaVlaConfig(PretrainedConfig):
     one prompt token after the image features, a projection of the standardized robot state
     (``kinematics.robot_state``: end-effector position, rotation as its first two columns,
     gripper opening; ``state_mean``/``state_std`` from the training data). 0: images and
-    instructions only, as LLaDA-VLA.
+    instructions only, as LLaDA-VLA. ``state_features`` (names of ``kinematics.STATE_NAMES``,
+    a list or "z,gripper") lets the token see only those values of the state (default: all):
+    the state still comes whole, standardized whole, then the named values are projected.
     """
 
     model_type = "llada_vla"
@@ -91,7 +94,7 @@ class LladaVlaConfig(PretrainedConfig):
                  mm_patch_merge_type: str = "spatial_unpad", vision_stem: str = "patch",
                  vision_position_embedding: str = "learned", vision_keypoints: int = 0,
                  autoregressive: bool = False, state_dim: int = 0, state_mean=None,
-                 state_std=None, **kwargs):
+                 state_std=None, state_features=None, **kwargs):
         if not isinstance(vision_config, SiglipVisionConfig):
             vision_config = SiglipVisionConfig(**{**FULL_VISION, **(vision_config or {})})
         self.vision_config = vision_config
@@ -160,6 +163,7 @@ class LladaVlaConfig(PretrainedConfig):
             raise ValueError(f"state_std must be positive, got {state_std!r}")
         self.state_mean = None if state_mean is None else [float(v) for v in state_mean]
         self.state_std = None if state_std is None else [float(v) for v in state_std]
+        self.state_features = _state_features(state_features, self.state_dim)
         # input format
         self.system_prompt = system_prompt.strip() if system_prompt else None
         if image_aspect_ratio != "square" and image_aspect_ratio != "anyres" \
@@ -216,6 +220,13 @@ class LladaVlaConfig(PretrainedConfig):
         LLaDA-V's input (system turn, anyres_max_4, spatial_unpad). ``**SQUARE_INPUT`` as
         overrides gives the cheap single-image input."""
         return cls(**{**LLADA_V_INPUT, **overrides})
+
+    @property
+    def state_inputs(self) -> list:
+        """Indices of the robot state values the state token sees (all by default)."""
+        if self.state_features is None:
+            return list(range(self.state_dim))
+        return [STATE_NAMES.index(f) for f in self.state_features]
 
     @classmethod
     def tiny(cls, **overrides) -> "LladaVlaConfig":
@@ -292,3 +303,21 @@ def _sized(args: dict, overrides: dict, base_vision: dict) -> dict:
     if vision is not None:
         args["vision_config"] = vision
     return args
+
+
+def _state_features(features, state_dim: int):
+    """``state_features`` checked: None, or distinct names of ``kinematics.STATE_NAMES`` (a
+    list, or one comma-separated string as ``--config state_features=z,gripper`` gives)."""
+    if features is None:
+        return None
+    if isinstance(features, str):
+        features = [f.strip() for f in features.split(",")]
+    features = [str(f) for f in features]
+    if state_dim != STATE_DIM:
+        raise ValueError(f"state_features names values of kinematics.robot_state: it needs "
+                         f"state_dim={STATE_DIM}, got state_dim={state_dim}")
+    unknown = [f for f in features if f not in STATE_NAMES]
+    if not features or unknown or len(set(features)) != len(features):
+        raise ValueError(f"state_features must be distinct names of {', '.join(STATE_NAMES)}; "
+                         f"got {features!r}")
+    return features

@@ -325,7 +325,7 @@ class LladaVlaForActions(PreTrainedModel):
             self.keypoints = SpatialKeypoints(c.vision_keypoints, c.hidden_size)
         if c.state_dim:  # the robot state token (an option of this package)
             self.state_projector = nn.Sequential(
-                nn.Linear(c.state_dim, c.hidden_size), nn.GELU(),
+                nn.Linear(len(c.state_inputs), c.hidden_size), nn.GELU(),
                 nn.Linear(c.hidden_size, c.hidden_size))
         self.model = Backbone(c)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
@@ -398,7 +398,8 @@ class LladaVlaForActions(PreTrainedModel):
 
     def state_token(self, state) -> torch.Tensor:
         """(state_dim,) robot state -> (1, H): standardized with the config's statistics,
-        then projected. ValueError naming the cause when it is missing or malformed."""
+        the values named by ``state_features`` kept (all by default), then projected.
+        ValueError naming the cause when it is missing or malformed."""
         c = self.config
         if state is None:
             raise ValueError(f"this model takes the robot state ({c.state_dim} values: "
@@ -412,7 +413,7 @@ class LladaVlaForActions(PreTrainedModel):
             s = s - torch.tensor(c.state_mean, device=w.device)
         if c.state_std is not None:
             s = s / torch.tensor(c.state_std, device=w.device)
-        return self.state_projector(s.to(w.dtype))[None]
+        return self.state_projector(s[c.state_inputs].to(w.dtype))[None]
 
     def embed_prompt(self, prompt_ids: Sequence[int], image_features: torch.Tensor):
         """Prompt ids with one image placeholder + (N, H) features -> ((P, H), image span)."""
