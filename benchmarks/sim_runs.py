@@ -50,11 +50,15 @@ def _cpu() -> float:
 
 
 def demos(task: str, episodes: int, seed: int = 0, layout: str = "random",
-          image_size: str = IMAGE_SIZE, noise: float = NOISE, log=print) -> list:
-    """Bags of ``episodes`` successful expert episodes of ``task`` from seed ``seed`` on."""
+          image_size: str = IMAGE_SIZE, noise: float = NOISE, rotation_noise=None,
+          log=print) -> list:
+    """Bags of ``episodes`` successful expert episodes of ``task`` from seed ``seed`` on
+    (``rotation_noise``: roll, pitch, yaw stds in rad, None for the expert's default)."""
     from llada_vla_ros.sim import collect
 
-    out = WORK / "demos" / f"{task}_{layout}_s{seed}_{image_size}_noise{noise:g}"
+    rotation = [] if rotation_noise is None else [",".join(f"{r:g}" for r in rotation_noise)]
+    out = WORK / "demos" / (f"{task}_{layout}_s{seed}_{image_size}_noise{noise:g}"
+                            + "".join(f"_rot{r}" for r in rotation))
     have = sorted(p for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
     if len(have) < episodes:
         # collect the missing seeds (failed expert episodes are dropped, so ask a few more)
@@ -64,7 +68,8 @@ def demos(task: str, episodes: int, seed: int = 0, layout: str = "random",
         log(f"collecting {task}: seeds {start}..{seed + episodes - 1} into {out}")
         code = collect.main(["--task", task, "--layout", layout, "--episodes",
                              str(episodes - len(have)), "--seed", str(start), "--out", str(tmp),
-                             "--image-size", image_size, "--noise", str(noise), "--quiet"])
+                             "--image-size", image_size, "--noise", str(noise), "--quiet",
+                             *(a for r in rotation for a in ("--rotation-noise", r))])
         if code != 0:
             raise RuntimeError(f"llada-vla-sim-collect failed ({code})")
         out.mkdir(parents=True, exist_ok=True)

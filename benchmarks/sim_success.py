@@ -27,6 +27,8 @@ from pathlib import Path
 import sim_runs as R
 import torch
 
+from llada_vla_ros.sim.collect import parse_stds
+
 RESULTS = R.ROOT / "benchmarks" / "results" / "sim_success.json"
 MARKDOWN = R.ROOT / "benchmarks" / "results" / "sim_success.md"
 PLOT = R.ROOT / "docs" / "sim_success.png"
@@ -35,16 +37,20 @@ VAL_EPISODES = 5
 
 
 def run_name(args, n: int, seed: int) -> str:
+    rot = ("" if args.rotation_noise is None
+           else "-rot" + ",".join(f"{r:g}" for r in args.rotation_noise))
     return (f"{args.config}-{'+'.join(args.tasks)}-n{n}-steps{args.steps}"
-            f"{R.recipe_tag(args.train_options)}-seed{seed}")
+            f"{R.recipe_tag(args.train_options)}{rot}-seed{seed}")
 
 
 def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
     name = run_name(args, n, seed)
     clock = R.CpuClock()
     with clock:
-        bags = [b for t in args.tasks for b in R.demos(t, n, log=log)]
-        val = [b for t in args.tasks for b in R.demos(t, VAL_EPISODES, seed=R.VAL_SEED, log=log)]
+        rot = args.rotation_noise
+        bags = [b for t in args.tasks for b in R.demos(t, n, rotation_noise=rot, log=log)]
+        val = [b for t in args.tasks
+               for b in R.demos(t, VAL_EPISODES, seed=R.VAL_SEED, rotation_noise=rot, log=log)]
     options = ["--init", args.config, "--steps", str(args.steps), "--seed", str(seed),
                *args.train_options]
     ckpt, train_log = R.train(name, bags, val, options, log=log)
@@ -58,6 +64,7 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
     record = {
         "name": name, "config": args.config, "tasks": list(args.tasks), "demos_per_task": n,
         "train_seed": seed, "steps": args.steps, "train_options": options,
+        "demo_rotation_noise": args.rotation_noise,
         "command": "llada-vla-train <bags> --val <bags> " + " ".join(options),
         "examples": train_log["examples"], "training_seconds": train_log["training_seconds"],
         "lr": train_log["args"]["lr"], "random_shift": train_log["args"]["random_shift"],
@@ -83,9 +90,12 @@ def recipe(record: dict) -> str:
             after = options[i + 1:]
             changes = after[:next((j for j, a in enumerate(after) if a.startswith("--")),
                                   len(after))]
+    rot = record.get("demo_rotation_noise")
     return (f"lr {record['lr']:g}, shift {record['random_shift']} px, "
             f"{record.get('threads', 1)} thread(s)"
-            + "".join(f", {c.replace('=', ' ')}" for c in changes))
+            + "".join(f", {c.replace('=', ' ')}" for c in changes)
+            + ("" if rot is None else
+               ", demos' roll/pitch/yaw noise " + "/".join(f"{r:g}" for r in rot) + " rad"))
 
 
 def markdown(doc: dict) -> str:
@@ -158,6 +168,9 @@ def main(argv=None) -> int:
     p.add_argument("--train-options", default="", type=shlex.split,
                    help="llada-vla-train options for every run (the recipe; part of "
                         "the run names), e.g. --train-options='--lr 1e-3'")
+    p.add_argument("--rotation-noise", type=parse_stds, default=None, metavar="R,P,Y",
+                   help="the demonstrations' roll, pitch and yaw noise, rad (default: the "
+                        "expert's, twice its position noise each; part of the run names)")
     p.add_argument("--report", action="store_true", help="only rewrite the table and plot")
     args = p.parse_args(argv)
     args.tasks = [t for t in args.tasks.split(",") if t]

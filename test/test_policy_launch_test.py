@@ -93,14 +93,14 @@ class TestPolicyLaunch(unittest.TestCase):
             if ("llada_vla_policy", "/" + NAMESPACE) in self.node.get_node_names_and_namespaces():
                 return
             rclpy.spin_once(self.node, timeout_sec=0.1)
-        self.fail("policy node /under_test/llada_vla_policy did not start")
+        self.fail(f"policy node /{NAMESPACE}/llada_vla_policy did not start")
 
     def test_chunks_from_published_images(self):
         image_pub = self.node.create_publisher(Image, IMAGE_TOPIC, 10)
         joints_pub = self.node.create_publisher(
             JointState, topics.robot_topic(ROBOT, topics.JOINT_STATES), 10)
         chunks = []
-        # the node's outputs follow its namespace: /under_test/llada_vla/action_chunk
+        # the node's outputs follow its namespace: /<NAMESPACE>/llada_vla/action_chunk
         sub = self.node.create_subscription(
             ActionChunk, topics.in_namespace(NAMESPACE, topics.ACTION_CHUNK), chunks.append, 10)
         try:

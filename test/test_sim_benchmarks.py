@@ -1,6 +1,7 @@
 """What the learning benchmarks conclude from an episode or a record (benchmarks/*.py are
 scripts run for figures, docs/results.md; this checks their judgement cheaply, with the real
 simulator and the real safety path)."""
+import argparse
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import failure_modes  # noqa: E402
+import label_stats  # noqa: E402
 import sim_runs  # noqa: E402
 import sim_success  # noqa: E402
 
@@ -95,6 +97,18 @@ def test_run_names_and_the_success_table():
                                "--max-minutes", "118"]
     row = sim_success.markdown({"runs": {"r": record}, "cpu_seconds": 3600}).splitlines()[2]
     assert "| lr 0.001, shift 4 px, 1 thread(s), state_dim 10, depth 2 | 2 |" in row
+    record["demo_rotation_noise"] = [0.0, 0.0, 0.004]
+    row = sim_success.markdown({"runs": {"r": record}, "cpu_seconds": 3600}).splitlines()[2]
+    assert "depth 2, demos' roll/pitch/yaw noise 0/0/0.004 rad | 2 |" in row
+    # demonstrations collected with other noise never share a run (or its cache) with the
+    # default ones, whose names stay as they were
+    args = argparse.Namespace(
+        config="small", tasks=["carrot"], steps=100, train_options=["--lr", "1e-3"],
+        rotation_noise=None)
+    assert sim_success.run_name(args, 50, 1) == "small-carrot-n50-steps100-lr-1e-3-seed1"
+    args.rotation_noise = (0.0, 0.0, 0.004)
+    assert sim_success.run_name(args, 50, 1) == (
+        "small-carrot-n50-steps100-lr-1e-3-rot0,0,0.004-seed1")
 
 
 def test_ablation_tables_never_pool_different_budgets():
@@ -215,3 +229,28 @@ def test_success_plot_takes_two_runs_with_as_many_demonstrations(tmp_path):
     path = tmp_path / "plot.png"
     sim_success.plot({"runs": {"short": run(16000, 0.0), "long": run(72000, 0.4)}}, path)
     assert path.stat().st_size > 1000
+
+
+def test_label_stats_measure_how_spread_each_dimension_is(tmp_path):
+    """The expert's roll/pitch noise spreads those labels over the bins (entropy near
+    log 32); without it (--rotation-noise 0,0,Y) they concentrate. The gripper takes two
+    values."""
+    from llada_vla_ros.sim import collect
+
+    sets = {}
+    for name, extra in (("default", []), ("yaw", ["--rotation-noise", "0,0,0.004"])):
+        out = tmp_path / name
+        assert collect.main(["--task", "carrot", "--episodes", "3", "--out", str(out),
+                             "--image-size", "32x24", "--noise", "0.002", "--quiet",
+                             *extra]) == 0
+        sets[name] = label_stats.label_stats(sorted(str(p) for p in out.glob("carrot_seed*")))
+    default, yaw = sets["default"], sets["yaw"]
+    assert default["frames"] > 50 and yaw["frames"] > 50  # ~27 frames per episode
+    for e in (default, yaw):
+        assert all(0.0 <= h <= np.log(32) for h in e["entropy_nats"])
+        assert e["entropy_nats"][6] <= np.log(2) + 1e-9  # open or closed
+    for d in (3, 4):  # roll, pitch
+        assert yaw["entropy_nats"][d] < default["entropy_nats"][d] - 0.5
+        assert yaw["q99"][d] - yaw["q01"][d] < default["q99"][d] - default["q01"][d]
+    table = label_stats.markdown({"sets": {f"carrot {k}": v for k, v in sets.items()}})
+    assert table.count("\n") == 4 and "| carrot yaw | " in table

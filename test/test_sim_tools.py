@@ -1,6 +1,7 @@
 """llada-vla-sim-collect -> llada-vla-train -> llada-vla-sim-eval, end to end in this process
 (issue 11): expert demonstrations written as the bags a real recording makes, read unchanged
 by the trainer; the in-process closed-loop evaluation and its reports."""
+import argparse
 import json
 
 import numpy as np
@@ -221,6 +222,35 @@ def test_expert_resumes_an_episode_in_progress():
     expert.resume(state)
     assert expert.phase == "approach" and expert.plan(state)[0, 6] == 1.0
     env.close()
+
+
+def test_rotation_noise_perturbs_only_the_axes_asked_for():
+    """--rotation-noise 0,0,Y: the expert's roll and pitch stay as planned (the gripper keeps
+    pointing down), yaw is perturbed; the default is twice --noise on each axis, drawn from
+    the same stream as before the option existed (cached demonstrations stay valid)."""
+    from llada_vla_ros.sim.env import WidowXTabletopEnv
+    from llada_vla_ros.sim.expert import ScriptedExpert, world_state
+
+    env = WidowXTabletopEnv("carrot", "grid", image_size=None)
+    env.reset(seed=3)
+    state = world_state(env.world, env.episode)
+    env.close()
+    # the first action of a chunk: the same planned step, then the noise
+    clean = ScriptedExpert().plan(state, 1)[0]
+    yaw_only = ScriptedExpert(0.002, seed=7, rotation_noise=(0, 0, 0.01)).plan(state, 1)[0]
+    assert np.array_equal(yaw_only[3:5], clean[3:5]) and yaw_only[6] == clean[6]
+    assert abs(yaw_only[5] - clean[5]) > 1e-4
+    assert np.abs(yaw_only[:3] - clean[:3]).min() > 1e-6  # position noise kept
+    default = ScriptedExpert(0.002, seed=7).plan(state, 5)
+    explicit = ScriptedExpert(0.002, seed=7, rotation_noise=(0.004,) * 3).plan(state, 5)
+    assert np.array_equal(default, explicit)
+    assert np.abs(default[0, 3:5] - clean[3:5]).min() > 1e-6
+    with pytest.raises(ValueError, match="three stds"):
+        ScriptedExpert(rotation_noise=(0.0, -0.1, 0.0))
+    assert collect.parse_stds("0,0,0.004") == (0.0, 0.0, 0.004)
+    for bad in ("0,0", "nan,0,0", "a,b,c", "0,-1,0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            collect.parse_stds(bad)
 
 
 def test_expert_in_process_report(tmp_path, capsys):

@@ -182,6 +182,17 @@ def parse_range(text: str) -> tuple:
     return lo, hi
 
 
+def parse_stds(text: str) -> tuple:
+    """'R,P,Y' (rad) -> three floats >= 0."""
+    try:
+        stds = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected R,P,Y in rad, got {text!r}") from None
+    if len(stds) != 3 or not all(s >= 0 for s in stds):  # NaN fails s >= 0
+        raise argparse.ArgumentTypeError(f"need three stds >= 0 (roll,pitch,yaw), got {text!r}")
+    return stds
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llada-vla-sim-collect", description=__doc__.split("\n")[0])
     p.add_argument("--task", default="all", help=f"all, or comma-separated: {', '.join(TASKS)}")
@@ -192,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=LAYOUTS, default="random")
     p.add_argument("--noise", type=float, default=0.0,
                    help="std of the expert's action noise, m (rotation: twice that in rad)")
+    p.add_argument("--rotation-noise", type=parse_stds, default=None, metavar="R,P,Y",
+                   help="std of the expert's roll, pitch and yaw noise, rad (default: twice "
+                        "--noise each); e.g. 0,0,0.004 keeps the gripper pointing down")
     p.add_argument("--image-size", type=parse_size, default=(640, 480), metavar="WxH")
     p.add_argument("--fps", type=float, default=5.0, help="camera frames per second")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
@@ -267,7 +281,8 @@ def main(argv: Optional[list] = None) -> int:
             return 2
     for name in names:
         env = WidowXTabletopEnv(name, args.layout, image_size=args.image_size)
-        expert = expert_for(env, noise=args.noise, seed=args.seed)
+        expert = expert_for(env, noise=args.noise, seed=args.seed,
+                            rotation_noise=args.rotation_noise)
         for k in range(args.episodes):
             seed = args.seed + k
             path = out / f"{name}_seed{seed:04d}"

@@ -4,7 +4,8 @@ Approach above the source (gripper pointing down, fingers across the source's le
 descend, close, lift, carry over the target, lower, release, retreat. Each action moves the
 *commanded* end-effector pose (the Bridge target the delta applies to) toward the phase's
 goal by at most ``max_step_m`` / ``max_step_rad``; optional Gaussian action noise (seeded)
-diversifies demonstrations and the feedback corrects it.
+diversifies demonstrations and the feedback corrects it (``noise`` m on x/y/z; on roll,
+pitch and yaw ``rotation_noise`` rad each, by default twice ``noise``).
 
 ``ExpertPolicy`` is the expert behind the package's ``Policy`` interface
 (``predict(image, instruction) -> ActionChunk``), so the offline tools, the simulated
@@ -19,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -94,8 +95,13 @@ class ScriptedExpert:
     """The phase machine. ``plan(state, k)`` returns k actions (k x 7)."""
 
     def __init__(self, noise: float = 0.0, seed: int = 0, max_step_m: float = 0.03,
-                 max_step_rad: float = 0.15):
+                 max_step_rad: float = 0.15, rotation_noise: Optional[Sequence[float]] = None):
         self.noise = float(noise)
+        self.rotation_noise = (np.full(3, 2 * self.noise) if rotation_noise is None
+                               else np.asarray(rotation_noise, dtype=float))
+        if self.rotation_noise.shape != (3,) or not np.all(self.rotation_noise >= 0):
+            raise ValueError("rotation_noise takes three stds >= 0 (roll, pitch, yaw rad), "
+                             f"got {rotation_noise!r}")
         self.rng = np.random.default_rng(seed)
         self.max_step_m, self.max_step_rad = max_step_m, max_step_rad
         self.reset()
@@ -166,9 +172,11 @@ class ScriptedExpert:
         R = (K.screw_exp(np.concatenate([rot / a, np.zeros(3)]), min(a, self.max_step_rad))[:3, :3]
              if a > 1e-12 else np.eye(3))
         d = np.array([*dp, *K.matrix_to_euler_sxyz(R)])
-        if self.noise > 0 and self.phase not in ("close", "release", "done"):
-            d[:3] += self.rng.normal(0.0, self.noise, 3)
-            d[3:] += self.rng.normal(0.0, 2 * self.noise, 3)
+        if self.phase not in ("close", "release", "done"):
+            if self.noise > 0:
+                d[:3] += self.rng.normal(0.0, self.noise, 3)
+            if np.any(self.rotation_noise > 0):
+                d[3:] += self.rng.normal(0.0, 1.0, 3) * self.rotation_noise
         closed = self.phase in ("close", "lift", "carry", "lower")
         self._advance(reached)
         return np.array([*d, 0.0 if closed else 1.0])
@@ -187,10 +195,11 @@ class ExpertPolicy:
     """The expert as a ``Policy``: chunks of ``chunk_size`` actions from privileged state."""
 
     def __init__(self, state_fn: Callable[[], State], chunk_size: int = 5, noise: float = 0.0,
-                 seed: int = 0, model_id: str = "expert"):
+                 seed: int = 0, model_id: str = "expert",
+                 rotation_noise: Optional[Sequence[float]] = None):
         self.state_fn = state_fn
         self.chunk_size = int(chunk_size)
-        self.expert = ScriptedExpert(noise, seed)
+        self.expert = ScriptedExpert(noise, seed, rotation_noise=rotation_noise)
         self.model_id = model_id
 
     @classmethod
