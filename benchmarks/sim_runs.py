@@ -56,9 +56,9 @@ def demos(task: str, episodes: int, seed: int = 0, layout: str = "random",
     (``rotation_noise``: roll, pitch, yaw stds in rad, None for the expert's default)."""
     from llada_vla_ros.sim import collect
 
-    rotation = [] if rotation_noise is None else [",".join(f"{r:g}" for r in rotation_noise)]
+    rot = rotation_text(rotation_noise)
     out = WORK / "demos" / (f"{task}_{layout}_s{seed}_{image_size}_noise{noise:g}"
-                            + "".join(f"_rot{r}" for r in rotation))
+                            + ("" if rot is None else f"_rot{rot}"))
     have = sorted(p for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
     if len(have) < episodes:
         # collect the missing seeds (failed expert episodes are dropped, so ask a few more)
@@ -69,7 +69,7 @@ def demos(task: str, episodes: int, seed: int = 0, layout: str = "random",
         code = collect.main(["--task", task, "--layout", layout, "--episodes",
                              str(episodes - len(have)), "--seed", str(start), "--out", str(tmp),
                              "--image-size", image_size, "--noise", str(noise), "--quiet",
-                             *(a for r in rotation for a in ("--rotation-noise", r))])
+                             *([] if rot is None else ["--rotation-noise", rot])])
         if code != 0:
             raise RuntimeError(f"llada-vla-sim-collect failed ({code})")
         out.mkdir(parents=True, exist_ok=True)
@@ -78,6 +78,11 @@ def demos(task: str, episodes: int, seed: int = 0, layout: str = "random",
         shutil.rmtree(tmp, ignore_errors=True)
         have = sorted(p for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
     return [str(p) for p in have[:episodes]]
+
+
+def rotation_text(rotation_noise, sep: str = ",") -> str | None:
+    """Roll, pitch, yaw stds as ``--rotation-noise`` takes them (None: the default)."""
+    return None if rotation_noise is None else sep.join(f"{r:g}" for r in rotation_noise)
 
 
 def train(name: str, bags: list, val_bags: list, options: list, log=print) -> tuple:

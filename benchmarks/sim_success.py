@@ -37,8 +37,8 @@ VAL_EPISODES = 5
 
 
 def run_name(args, n: int, seed: int) -> str:
-    rot = ("" if args.rotation_noise is None
-           else "-rot" + ",".join(f"{r:g}" for r in args.rotation_noise))
+    rot = R.rotation_text(args.rotation_noise)
+    rot = "" if rot is None else f"-rot{rot}"
     return (f"{args.config}-{'+'.join(args.tasks)}-n{n}-steps{args.steps}"
             f"{R.recipe_tag(args.train_options)}{rot}-seed{seed}")
 
@@ -90,12 +90,11 @@ def recipe(record: dict) -> str:
             after = options[i + 1:]
             changes = after[:next((j for j, a in enumerate(after) if a.startswith("--")),
                                   len(after))]
-    rot = record.get("demo_rotation_noise")
+    rot = R.rotation_text(record.get("demo_rotation_noise"), sep="/")
     return (f"lr {record['lr']:g}, shift {record['random_shift']} px, "
             f"{record.get('threads', 1)} thread(s)"
             + "".join(f", {c.replace('=', ' ')}" for c in changes)
-            + ("" if rot is None else
-               ", demos' roll/pitch/yaw noise " + "/".join(f"{r:g}" for r in rot) + " rad"))
+            + ("" if rot is None else f", demos' roll/pitch/yaw noise {rot} rad"))
 
 
 def markdown(doc: dict) -> str:
