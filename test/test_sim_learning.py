@@ -1,7 +1,20 @@
-"""The loop closes (issue 12): expert demonstrations collected as bags, a fresh tiny model
+"""The loop closes (issue 12): expert demonstrations collected as bags, a fresh `small` model
 trained on them with llada-vla-train, and that checkpoint succeeding in the simulator,
 closed loop, on the layouts it was shown. Memorisation on purpose, small and fast: success
-on layouts never shown is a benchmark (benchmarks/sim_success.py), not a test."""
+on layouts never shown is a benchmark (benchmarks/sim_success.py), not a test.
+
+Why `small` for 1000 steps at lr 1e-3 (until 2026-12-07 `tiny`, 500 steps at lr 3e-3, which
+fresh installs then failed at 94 % token accuracy, 1 of 2 layouts): labels are the motion the
+arm made (Bridge convention), so commanding them replays the demonstration only approximately
+(recorded frames and replayed ones differ from the first step on), and success needs a fit that
+holds near the recorded frames, not only on them. `tiny` sees 32x32 images through 16 patches
+and tops out near 96-97 %: during the grasp the arm waits while the fingers close, frames
+nearly identical to one another whose labels differ (wait, then lift). Measured over training seeds 0-4
+on these two layouts: `tiny` at 500 steps 1 of 2 each time (seeds 0-2); at 1500 steps 2, 1, 2,
+0, 1 of 2; `small` at 1000 steps fits 98-99 % and succeeded 2, 2, 1, 1 of 2 (seeds 0-3; seed 0
+is this test's). A lookup of the nearest recorded 32x32 frame's labels succeeds on both
+layouts, so what remains is the model's fit around the demonstrations: a closed-loop
+memorisation test stays a narrow check, the benchmark measures success."""
 import json
 
 from llada_vla_ros import finetune
@@ -18,8 +31,8 @@ def test_tiny_model_trained_on_expert_bags_succeeds_closed_loop(tmp_path):
                          "--out", str(demos), "--image-size", SIZE, "--quiet"]) == 0
     bags = sorted(str(p) for p in demos.iterdir() if p.is_dir())
     assert len(bags) == EPISODES
-    assert finetune.main([*bags, "--init", "tiny", "--out", str(ckpt), "--steps", "500",
-                          "--lr", "3e-3", "--batch-size", "16", "--random-shift", "0",
+    assert finetune.main([*bags, "--init", "small", "--out", str(ckpt), "--steps", "1000",
+                          "--lr", "1e-3", "--batch-size", "16", "--random-shift", "0",
                           "--loss-weight", "mean", "--val-split", "0", "--quiet"]) == 0
     log = json.loads((ckpt / "train_log.json").read_text())
     assert log["evals"][-1]["token_accuracy"] > 0.95  # it fits its demonstrations
