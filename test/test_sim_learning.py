@@ -9,11 +9,11 @@ arm made (Bridge convention), so commanding them replays the demonstration only 
 (recorded frames and replayed ones differ from the first step on), and success needs a fit that
 holds near the recorded frames, not only on them. `tiny` sees 32x32 images through 16 patches
 and tops out near 96-97 %: during the grasp the arm waits while the fingers close, frames
-nearly identical to one another whose labels differ (wait, then lift). Measured over training seeds 0-4
-on these two layouts: `tiny` at 500 steps 1 of 2 each time (seeds 0-2); at 1500 steps 2, 1, 2,
-0, 1 of 2; `small` at 1000 steps fits 98-99 % and succeeded 2, 2, 1, 1 of 2 (seeds 0-3; seed 0
-is this test's). A lookup of the nearest recorded 32x32 frame's labels succeeds on both
-layouts, so what remains is the model's fit around the demonstrations: a closed-loop
+nearly identical to one another whose labels differ (wait, then lift). Measured over training
+seeds 0-4 on these two layouts: `tiny` at 500 steps 1 of 2 each time (seeds 0-2); at 1500 steps
+2, 1, 2, 0, 1 of 2; `small` at 1000 steps fits 98-99 % and succeeded 2, 2, 1, 1 of 2 (seeds
+0-3; seed 0 is this test's). A lookup of the nearest recorded 32x32 frame's labels succeeds on
+both layouts, so what remains is the model's fit around the demonstrations: a closed-loop
 memorisation test stays a narrow check, the benchmark measures success."""
 import json
 
