@@ -25,7 +25,7 @@ from llada_vla_ros.sim import collect
 TASK, EPISODES, SIZE = "stack", 2, "64x48"  # grid layouts 0 and 1
 
 
-def test_tiny_model_trained_on_expert_bags_succeeds_closed_loop(tmp_path):
+def test_a_fresh_model_trained_on_expert_bags_succeeds_closed_loop(tmp_path):
     demos, ckpt, report = tmp_path / "demos", tmp_path / "ckpt", tmp_path / "eval"
     assert collect.main(["--task", TASK, "--layout", "grid", "--episodes", str(EPISODES),
                          "--out", str(demos), "--image-size", SIZE, "--quiet"]) == 0
