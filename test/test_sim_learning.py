@@ -4,17 +4,11 @@ closed loop, on the layouts it was shown. Memorisation on purpose, small and fas
 on layouts never shown is a benchmark (benchmarks/sim_success.py), not a test.
 
 Why `small` for 1000 steps at lr 1e-3 (until 2026-12-07 `tiny`, 500 steps at lr 3e-3, which
-fresh installs then failed at 94 % token accuracy, 1 of 2 layouts): labels are the motion the
-arm made (Bridge convention), so commanding them replays the demonstration only approximately
-(recorded frames and replayed ones differ from the first step on), and success needs a fit that
-holds near the recorded frames, not only on them. `tiny` sees 32x32 images through 16 patches
-and tops out near 96-97 %: during the grasp the arm waits while the fingers close, frames
-nearly identical to one another whose labels differ (wait, then lift). Measured over training
-seeds 0-4 on these two layouts: `tiny` at 500 steps 1 of 2 each time (seeds 0-2); at 1500 steps
-2, 1, 2, 0, 1 of 2; `small` at 1000 steps fits 98-99 % and succeeded 2, 2, 1, 1 of 2 (seeds
-0-3; seed 0 is this test's). A lookup of the nearest recorded 32x32 frame's labels succeeds on
-both layouts, so what remains is the model's fit around the demonstrations: a closed-loop
-memorisation test stays a narrow check, the benchmark measures success."""
+fresh installs then failed at 94 % token accuracy, 1 of 2 layouts): `tiny` tops out near
+96-97 % on these frames, and closed-loop success of a memorised model is fragile even at 98-99 %
+(labels are the motion the arm made, so commanding them replays a demonstration only
+approximately). The measurements over training seeds (`small`: 2, 2, 1, 1 of 2 for seeds 0-3;
+seed 0 is this test's) are in docs/results.md, section 5."""
 import json
 
 from llada_vla_ros import finetune
