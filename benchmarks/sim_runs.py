@@ -58,7 +58,7 @@ def demos(task: str, episodes: int, seed: int = 0, layout: str = "random",
 
     rot = rotation_text(rotation_noise)
     out = WORK / "demos" / (f"{task}_{layout}_s{seed}_{image_size}_noise{noise:g}"
-                            + ("" if rot is None else f"_rot{rot}"))
+                            + ("" if rot is None else f"_rot{rot}") + data_tag("_"))
     have = sorted(p for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
     if len(have) < episodes:
         # collect the missing seeds (failed expert episodes are dropped, so ask a few more)
@@ -146,10 +146,23 @@ def evaluate(ckpt: Path, task: str, layout: str, episodes: int, seed: int,
     return json.loads(path.read_text())
 
 
+# Version of the training data made from the same seeds (the expert's recordings and the
+# labels llada-vla-train reads from them). Past 1 it is part of every demonstration and run
+# name, so nothing made from older data is taken for new (cached or recorded). 1: until
+# 2026-12-07 (each gripper command labelled one frame early, recordings ending at the first
+# success; docs/results.md, section 5); 2: the gripper command given at the frame, 5 steps
+# recorded after the success.
+DATA = 2
+
+
+def data_tag(sep: str = "-") -> str:
+    return f"{sep}data{DATA}" if DATA > 1 else ""
+
+
 def recipe_tag(train_options: list) -> str:
-    """The run-name part of llada-vla-train options given beside the defaults ('' for none):
-    runs trained with other options never share a cache entry."""
-    return "".join("-" + o.lstrip("-").replace("=", "") for o in train_options)
+    """The run-name part of llada-vla-train options given beside the defaults, and of the
+    data version: runs trained with other options or data never share a cache entry."""
+    return "".join("-" + o.lstrip("-").replace("=", "") for o in train_options) + data_tag()
 
 
 def load_results(path: Path, table: str | None = None) -> dict:

@@ -64,7 +64,7 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
     record = {
         "name": name, "config": args.config, "tasks": list(args.tasks), "demos_per_task": n,
         "train_seed": seed, "steps": args.steps, "train_options": options,
-        "demo_rotation_noise": args.rotation_noise,
+        "demo_rotation_noise": args.rotation_noise, "data": R.DATA,
         "command": "llada-vla-train <bags> --val <bags> " + " ".join(options),
         "examples": train_log["examples"], "training_seconds": train_log["training_seconds"],
         "lr": train_log["args"]["lr"], "random_shift": train_log["args"]["random_shift"],
@@ -83,7 +83,8 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
 def recipe(record: dict) -> str:
     """The learning rate and shift the run resolved to (defaults change between versions),
     the torch threads it trained with (runs before that was recorded used one), and any
-    ``--config`` change of the model (e.g. the robot-state input, ``state_dim=10``)."""
+    ``--config`` change of the model (e.g. the robot-state input, ``state_dim=10``), and
+    whether it learnt the first data version (``R.DATA``: gripper labels one frame early)."""
     options, changes = record.get("train_options", []), []
     for i, o in enumerate(options):
         if o == "--config":  # KEY=VALUE ... up to the next option
@@ -94,7 +95,8 @@ def recipe(record: dict) -> str:
     return (f"lr {record['lr']:g}, shift {record['random_shift']} px, "
             f"{record.get('threads', 1)} thread(s)"
             + "".join(f", {c.replace('=', ' ')}" for c in changes)
-            + ("" if rot is None else f", demos' roll/pitch/yaw noise {rot} rad"))
+            + ("" if rot is None else f", demos' roll/pitch/yaw noise {rot} rad")
+            + (", data 1 (early gripper labels)" if record.get("data", 1) < 2 else ""))
 
 
 def markdown(doc: dict) -> str:

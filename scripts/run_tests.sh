@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Run the whole test suite against the colcon install space. Fails when any test fails or
 # when no test ran. Extra arguments go to pytest (e.g. scripts/run_tests.sh -k decoding).
+# Two pytest-xdist workers by default, whole files to one worker (module fixtures are built
+# once; most tests wait on other processes, so two share two cores well): LLADA_TEST_WORKERS=0
+# runs everything in this one process.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=/dev/null
@@ -11,7 +14,8 @@ cd "$ROOT"
 # which alone holds the generated messages (llada_vla_ros.msg).
 export LLADA_VLA_REQUIRE_ROS=1
 set +e
-pytest -ra -p no:cacheprovider --junitxml="$ROOT/.ws/test-results/pytest.xml" "${@:-test}"
+pytest -ra -p no:cacheprovider -n "${LLADA_TEST_WORKERS:-2}" --dist loadfile \
+  --junitxml="$ROOT/.ws/test-results/pytest.xml" "${@:-test}"
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then

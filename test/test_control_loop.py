@@ -73,6 +73,17 @@ def test_holds_until_everything_is_there_and_says_why():
     assert loop.tick(2.1) is None and "yuv422" in loop.hold_reason
 
 
+def test_a_refused_input_stays_named_while_actions_are_refused_too():
+    """Two causes at once (an observation the policy cannot use, actions the safety layer
+    refuses every tick): /diagnostics keeps naming the input's."""
+    loop, now, q = planned_loop([[np.nan] * 7] * 5)
+    loop.refuse("observation refused: joint_states has no left_finger position")
+    commands, now, q = run_ticks(loop, 2, now, q)
+    status = loop.status(now)
+    assert commands == [] and status["last_refusal"] == "action contains NaN/Inf"
+    assert status["last_input_refusal"].endswith("no left_finger position")
+
+
 def test_startup_hold_gives_a_latched_estop_time_to_arrive():
     loop = ControlLoop(SafetyLimits(), PERIOD, ChunkExecutor(), execute=True, hold_until=10.0)
     loop.set_policy(True)

@@ -39,9 +39,11 @@ def test_two_namespaced_policies_keep_their_outputs_apart(tmp_path):
             assert chunks and {c.model_id for c in chunks} == {f"scripted:{arm}.csv"}
             assert {c.instruction for c in chunks} == {f"{arm} arm, go"}
         assert probe.messages("/llada_vla/action_chunk") == []  # nothing un-namespaced
-        names = {st.name for a in probe.messages("/diagnostics") for st in a.status}
-        assert {"llada_vla_ros: /left/llada_vla_policy",
-                "llada_vla_ros: /right/llada_vla_policy"} <= names
+        # each node's /diagnostics (1 Hz: the first may come after the first commands)
+        wait_for(lambda: {"llada_vla_ros: /left/llada_vla_policy",
+                          "llada_vla_ros: /right/llada_vla_policy"}
+                 <= {st.name for a in probe.messages("/diagnostics") for st in a.status},
+                 10, what="both policies' diagnostics, named after their namespaces")
 
         def moving(arm, since):
             return probe.messages(f"/{arm}_wx250s/commands/joint_group", since)

@@ -105,7 +105,11 @@ def test_a_state_model_names_joint_states_without_the_gripper_opening(graph_fact
     wait_for(named, 30, interval=0.05, what="diagnostics naming the missing left_finger")
     out = g.node.output()
     assert g.node.alive() and "Traceback" not in out, out[-3000:]
-    g.expect_moving(timeout=60)  # the driver's complete joint states keep it going
+    # the driver's complete joint states keep it going: chunks inferred from them (whether
+    # the arm moves is the safety layer's: this untrained model may steer into a joint limit)
+    t1 = time.monotonic()
+    wait_for(lambda: len(g.probe.messages("/llada_vla/action_chunk", t1)) >= 2, 60,
+             what="action chunks inferred from the driver's joint states")
     sent = g.commands()
     assert max_step(sent) <= 1.0 * 0.2 + 1e-5, max_step(sent)
 

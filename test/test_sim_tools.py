@@ -31,6 +31,8 @@ def test_collected_bags_are_real_recordings(demos):
                                       "stack_seed0001"]
     log = json.loads((demos / "collect_log.json").read_text())
     assert all(e["success"] for e in log["episodes"])
+    # recorded on for 5 steps after the first success (the expert lets go and moves away)
+    assert [e["recorded_steps"] - e["steps"] for e in log["episodes"]] == [5] * 4
     # exactly the topics and types of `widowx.launch.py policy:=false record:=true`
     expected = {t: ty for t, ty in topics.recorded_topics().items()
                 if t not in topics.OUTPUT_TOPICS}
@@ -50,19 +52,29 @@ def test_collected_bags_are_real_recordings(demos):
     assert counts[topics.IMAGE] == steps + 1  # 5 Hz frames, one per control step
     assert 18 * steps <= counts["/wx250s/joint_states"] <= 21 * steps  # 100 Hz
 
-    from llada_vla_ros.bag import load_episode
+    from llada_vla_ros.bag import load_episode, read_bag
     episode = load_episode(bags[2], hz=5.0, action_source="joint_states")
     assert set(episode.instructions) == {"stack the green block on the yellow block"}
     grip = episode.actions[:, 6]
     # the recorded gripper commands: open, closed while carrying, open again at the end
     runs = [g for i, g in enumerate(grip) if i == 0 or g != grip[i - 1]]
     assert runs == [1.0, 0.0, 1.0], grip
+    assert (grip[-5:] == 1.0).all()  # the release is more than the last labelled frame
+    # each frame's label is the command given at that frame (collect stamps a step's
+    # commands with its frame's time), not the next step's
+    efforts = [m.cmd for _, _, _, m in read_bag(bags[2], ["/wx250s/commands/joint_single"])]
+    asked = (np.asarray(efforts) > 0).astype(np.float32)
+    assert len(grip) == len(episode.frames) and 10 < len(grip) <= len(efforts)
+    np.testing.assert_array_equal(grip, asked[:len(grip)])
 
 
 def test_collect_refuses_a_non_empty_out(demos, capsys):
     assert collect.main(["--task", "stack", "--episodes", "1", "--out", str(demos)]) == 2
     assert "not an empty directory" in capsys.readouterr().err
     assert collect.main(["--task", "banana", "--out", str(demos / "x")]) == 2
+    assert collect.main(["--task", "stack", "--after-success", "-1", "--out",
+                         str(demos / "x")]) == 2
+    assert "--after-success must be >= 0" in capsys.readouterr().err
 
 
 def test_train_on_the_demos_then_evaluate_in_the_simulator(demos, tmp_path):
@@ -120,7 +132,8 @@ def test_takeover_records_the_expert_recovering_from_the_policys_states(demos, t
         counts = {t["topic_metadata"]["name"]: t["message_count"]
                   for t in bag_info(out / f"carrot_seed{e['seed']:04d}")
                   ["topics_with_message_count"]}
-        assert counts["/wx250s/commands/joint_group"] == e["steps"] - e["handover_steps"]
+        assert counts["/wx250s/commands/joint_group"] == (e["recorded_steps"]
+                                                          - e["handover_steps"])
         assert counts[topics.IMAGE] == counts["/wx250s/commands/joint_group"] + 1
     assert finetune.main([e["bag"] for e in kept] + [
         "--init", "tiny", "--out", str(tmp_path / "again"), "--steps", "1", "--quiet"]) == 0

@@ -1,6 +1,7 @@
 """sim_world over real DDS: the RealSense camera and xs_sdk driver interfaces, episodes, and
 the real policy_node with the scripted expert completing a task (issue 11)."""
 import json
+import re
 import time
 
 import numpy as np
@@ -132,6 +133,12 @@ def test_expert_through_the_real_policy_node_completes_an_episode(domain, tmp_pa
     assert report["summary"]["stack"]["latency_ms"]["median"] > 0  # from the node's chunks
     log = (out / "logs" / "sim_world_stack.log").read_text()
     assert "arm time profile: 250 ms" in log  # the node set the Bridge profile
+    # each episode's story in the world's log (what a failure here would be read from)
+    stories = {}
+    for episode, event in re.findall(r"episode (\d+), step \d+: (grasped|let go|success)", log):
+        stories.setdefault(episode, []).append(event)
+    assert len(stories) == 2, (stories, logs())
+    assert all(s[0] == "grasped" and s[-1] == "success" for s in stories.values()), stories
     assert (out / "videos" / "stack_seed5.mp4").stat().st_size > 1000
 
 

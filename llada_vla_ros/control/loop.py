@@ -84,6 +84,8 @@ class ControlLoop:
         self.ramp_goal = None    # joint goal of the shutdown ramp, while it runs
         self.hold_reason = "starting"
         self.last_refusal = ""     # why the last observation or action was refused
+        self.last_input_refusal = ""  # why the last input (message, observation) was: the
+        # safety filter refusing every tick (e.g. at a joint limit) never hides it
         self.last_adjustment = ""  # what the safety filter last clipped in a sent command
         self.stats = {"chunks": 0, "dropped_frames": 0, "commands": 0, "refusals": 0}
         self.inference_ms: deque = deque(maxlen=50)
@@ -110,7 +112,7 @@ class ControlLoop:
         a refused image also makes the loop hold until a good one arrives."""
         with self.lock:
             self.stats["refusals"] += 1
-            self.last_refusal = reason
+            self.last_refusal = self.last_input_refusal = reason
             if image:
                 self.image_error = reason
 
@@ -334,6 +336,7 @@ class ControlLoop:
                 "state": "moving" if not self.hold_reason else "holding",
                 "hold_reason": self.hold_reason,
                 "last_refusal": self.last_refusal,
+                "last_input_refusal": self.last_input_refusal,
                 "last_adjustment": self.last_adjustment,
                 "execute": str(self.execute).lower(),
                 "estop": str(self.estop).lower(),

@@ -6,10 +6,11 @@ Two sources:
   precedes the image stamp (what the policy commanded);
 - ``fk_actions``: the end-effector motion from this frame to the next, from the joint states
   through forward kinematics (Bridge delta convention): the motion the arm made (and the
-  robot state at each frame, for models that take one). The gripper
-  is the last recorded gripper command at the next frame (pwm: +effort = open 1, -effort =
-  closed 0; what the operator asked: fingers closed on an object wider than half their
-  travel stay more than half open), else the normalised opening there.
+  robot state at each frame, for models that take one). The gripper is the last recorded
+  gripper command before the next frame, i.e. the one given during this step (a command
+  stamped at the next frame's very time belongs to the next step; pwm: +effort = open 1,
+  -effort = closed 0; what the operator asked: fingers closed on an object wider than half
+  their travel stay more than half open), else the normalised opening there.
 
 A label needs its data around the frame. An interval longer than ``gap_limit`` in a topic a
 label uses is a gap: the frame gets no action and a reason, never a value interpolated
@@ -88,7 +89,7 @@ def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: 
         dp = T1[:3, 3] - T0[:3, 3]
         grip = grips[k + 1]
         if len(cmd_ns) and frame_bag_ns is not None:
-            j = int(np.searchsorted(cmd_ns, frame_bag_ns[k + 1], side="right")) - 1
+            j = int(np.searchsorted(cmd_ns, frame_bag_ns[k + 1], side="left")) - 1
             grip = cmd_open[j] if j >= 0 else grip
         actions.append(np.array([*dp, droll, dpitch, dyaw, grip], dtype=np.float32))
         reasons.append("")

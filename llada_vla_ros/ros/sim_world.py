@@ -17,8 +17,10 @@ Episodes: parameters ``task``, ``seed``, ``layout``, ``initial_joints`` (empty: 
 changed since the last episode, else the last seed + 1. The outcome (steps since the first
 arm command at 5 Hz, success, grasp, done) is published on ``~/episode`` (std_msgs/String,
 JSON, latched), on ``~/success`` (std_msgs/Bool, latched: the policy's ``success_topic`` for
-ExecuteInstruction goals) and in /diagnostics. ``expert_state_file`` (optional): where the privileged
-state for the scripted expert policy (``model_path: expert:<file>``) is written.
+ExecuteInstruction goals) and in /diagnostics; the log tells each episode's story (grasped,
+let go, success, with the step) and warns when the process fell behind real time (physics
+time skipped). ``expert_state_file`` (optional): where the privileged state for the
+scripted expert policy (``model_path: expert:<file>``) is written.
 """
 from __future__ import annotations
 
@@ -145,7 +147,7 @@ class SimWorld(Node):
         self.world.reset(seed, self.initial or None)
         self.seed, self.episode = seed, self.episode + 1
         self.first_command = None
-        self.success_step, self.ever_grasped = None, False
+        self.success_step, self.ever_grasped, self.grasped = None, False, False
         self.steps, self.success = 0, False
 
     def on_parameters(self, params):
@@ -259,6 +261,10 @@ class SimWorld(Node):
         with self.lock:
             due = int((now - self.t_sim0) / 0.01) - self.ticks
             if due > 20:  # far behind (a stalled process): do not try to catch up
+                self.get_logger().warning(
+                    f"simulation {0.01 * (due - 1):.2f} s behind real time (this process was "
+                    "not scheduled): that time is skipped, the arm moves less than commanded",
+                    throttle_duration_sec=5.0)
                 self.ticks += due - 1
                 due = 1
             if due > 0:
@@ -267,9 +273,14 @@ class SimWorld(Node):
             if self.first_command is not None:
                 self.steps = int((now - self.first_command) / CONTROL_PERIOD) + 1
             state = self.world.scene_state()
+            if state.grasped != self.grasped:  # the episode's story, in the log
+                self.grasped = state.grasped
+                self.get_logger().info(f"episode {self.episode}, step {self.steps}: "
+                                       + ("grasped" if state.grasped else "let go"))
             self.ever_grasped |= state.grasped
             if not self.success and self.world.task.success(state):
                 self.success, self.success_step = True, self.steps
+                self.get_logger().info(f"episode {self.episode}, step {self.steps}: success")
             names, pos, vel, eff = self.world.joint_state()
         msg = JointState(name=names, position=pos, velocity=vel, effort=eff)
         msg.header.stamp = self.get_clock().now().to_msg()

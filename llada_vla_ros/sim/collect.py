@@ -9,7 +9,10 @@ recording: the RealSense color image, the instruction (latched), the driver's jo
 and the arm and gripper commands (what a teleoperation program publishes), stamped with the
 simulated time since the collection started. ``llada-vla-train`` reads them unchanged.
 Joint states at 100 Hz like xs_sdk; camera frames at ``--fps`` (default 5, the control rate:
-a 640x480 frame is 0.9 MB); episodes end on success or at the task's step limit.
+a 640x480 frame is 0.9 MB); an episode ends ``--after-success`` steps after the task first
+succeeds (default 5: the expert finishes letting go and moves away, as a teleoperator's
+recording does, so the release is in more than the last labelled frame) or at the task's
+step limit.
 
 ``--takeover POLICY``: recovery demonstrations from the states a learned policy reaches
 (the remedy for behaviour cloning's compounding errors, as in DAgger and HG-DAgger, where an
@@ -39,6 +42,7 @@ from .tasks import LAYOUTS, TASKS, task_names
 
 FRAME_ID = "camera_color_optical_frame"  # realsense2_camera's color optical frame
 STALL_WINDOW = 5  # policy steps over which --intervene-mm judges a stall
+AFTER_SUCCESS = 5  # steps recorded after the first success (the release, moving away)
 
 
 def bag_topics(robot_name: str = T.ROBOT_NAME) -> dict:
@@ -123,13 +127,16 @@ def stalled(positions: list, window: int, metres: float) -> bool:
 def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
                     storage: str = "sqlite3", robot_name: str = T.ROBOT_NAME,
                     takeover=None, handover: int = 0, intervene_m: float = 0.0,
-                    min_handover: int = 0) -> dict:
+                    min_handover: int = 0, after_success: int = AFTER_SUCCESS) -> dict:
     """One expert episode into a bag at ``path``; returns its outcome. With a ``takeover``
     policy, that policy acts for ``handover`` steps first (not recorded: the bag starts
     where the expert takes over); ``recorded`` is False when the episode ended before.
     ``intervene_m`` > 0: the expert takes over earlier (but not before ``min_handover``
     steps) once the gripper moved less than that in all over the last ``STALL_WINDOW``
-    steps (``handover_reason`` "stalled", else "steps")."""
+    steps (``handover_reason`` "stalled", else "steps"). The recording goes on for
+    ``after_success`` steps after the first success (within the task's step limit); the
+    outcome's ``steps`` counts the steps to that success, ``recorded_steps`` all of them, and
+    ``success`` needs the task still done at the end (moving away did not undo it)."""
     from .evaluate import closed_loop
     from .expert import world_state
 
@@ -156,19 +163,25 @@ def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
     rec(env.world)  # the first frame and joint state
     env.observer = rec
     expert.expert.resume(world_state(env.world, env.episode))
+    succeeded = None  # the step of the first success
     while not done:
         for action in expert.predict(obs["image"], env.instruction).actions:
             t = env.world.time
             obs, _, terminated, truncated, info = env.step(action)
             if info["command"] is not None:
                 rec.command(t, info["command"], info["gripper_effort"])
-            done = terminated or truncated
+            if terminated and succeeded is None:
+                succeeded = int(info["steps"])
+            done = (truncated or info["steps"] >= env.task.max_steps
+                    or (succeeded is not None and info["steps"] >= succeeded + after_success))
             if done:
                 break
     env.observer = None
     rec.write(path, storage, robot_name)
-    return {**outcome, "success": bool(info["success"]), "steps": int(info["steps"]),
-            "bag": str(path), "recorded": True, "duration_s": round(env.world.time, 3)}
+    return {**outcome, "success": succeeded is not None and bool(info["success"]),
+            "steps": succeeded if succeeded is not None else int(info["steps"]),
+            "recorded_steps": int(info["steps"]), "bag": str(path), "recorded": True,
+            "duration_s": round(env.world.time, 3)}
 
 
 def parse_range(text: str) -> tuple:
@@ -221,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --takeover: the expert also takes over (after MIN steps) once "
                         f"the gripper moved less than D mm over the last {STALL_WINDOW} "
                         "steps: the policy stalls (0: off)")
+    p.add_argument("--after-success", type=int, default=AFTER_SUCCESS, metavar="STEPS",
+                   help="steps recorded after the task first succeeds (the expert lets go "
+                        "and moves away; within the task's step limit)")
     p.add_argument("--min-steps", type=int, default=5,
                    help="with --takeover: drop recordings of fewer expert steps (one training "
                         "example needs a chunk of 5 recorded actions)")
@@ -238,6 +254,8 @@ def check_args(args) -> None:
         raise ValueError(f"--noise must be >= 0, got {args.noise}")
     if not args.intervene_mm >= 0:
         raise ValueError(f"--intervene-mm must be >= 0, got {args.intervene_mm}")
+    if args.after_success < 0:
+        raise ValueError(f"--after-success must be >= 0, got {args.after_success}")
     if args.min_steps < 1:
         raise ValueError(f"--min-steps must be >= 1, got {args.min_steps}")
     if args.takeover == "expert":
@@ -292,9 +310,11 @@ def main(argv: Optional[list] = None) -> int:
             o = collect_episode(env, expert, seed, path, t0_ns, args.fps, args.storage,
                                 takeover=takeover, handover=handover,
                                 intervene_m=args.intervene_mm / 1000.0,
-                                min_handover=args.handover_steps[0])
+                                min_handover=args.handover_steps[0],
+                                after_success=args.after_success)
             t0_ns += int((o["duration_s"] + 1.0) * 1e9)  # episodes one after the other
-            short = takeover is not None and o["steps"] - o["handover_steps"] < args.min_steps
+            short = (takeover is not None and o.get("recorded_steps", o["steps"])
+                     - o["handover_steps"] < args.min_steps)
             if o["bag"] and (short or (not o["success"] and not args.keep_failures)):
                 shutil.rmtree(path)
                 o["bag"] = None
