@@ -159,8 +159,8 @@ def markdown(doc: dict) -> str:
             mine = sorted((r for r in rows if r["label"] == label and r["budget"] == b),
                           key=lambda r: r["train_seed"])
             if not mine:
-                out.append(f"| {label} | {b[0]} | {b[1][1:]} | {b[2].split('-')[0]} | not yet "
-                           "run | | | | | | |")
+                out.append(f"| {label} | {b[0]} | {b[1][1:]} | {b[2].split('-')[0]}"
+                           f"{R.data_note(R.data_version(b[2]))} | not yet run | | | | | | |")
                 continue
             pooled = {}
             for layout in ("grid", "random"):
@@ -179,7 +179,8 @@ def markdown(doc: dict) -> str:
             r0 = mine[0]
             val = "; ".join(R.val_cell(v) for v in (r.get("final_val") for r in mine)
                             if v) or "-"
-            out.append(f"| {label} | {r0['task']} | {r0['demos']} | {r0['steps']} | "
+            out.append(f"| {label} | {r0['task']} | {r0['demos']} | "
+                       f"{r0['steps']}{R.data_note(R.data_version(b[2]))} | "
                        f"{','.join(str(r['train_seed']) for r in mine)} | {pooled['grid']} | "
                        f"{pooled['random']} | {seeds} | {grasp} | {latency} | {val} |")
         out.append("")

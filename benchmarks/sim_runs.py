@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -157,6 +158,19 @@ DATA = 2
 
 def data_tag(sep: str = "-") -> str:
     return f"{sep}data{DATA}" if DATA > 1 else ""
+
+
+def data_version(tag: str) -> int:
+    """The data version in a run name or recipe tag (none: 1, from before versions)."""
+    found = re.search(r"-data(\d+)", tag)
+    return int(found.group(1)) if found else 1
+
+
+def data_note(version: int) -> str:
+    """A table's mark for a run trained on older data than ``DATA`` ('' for current)."""
+    if version >= DATA:
+        return ""
+    return f", data {version}" + (" (early gripper labels)" if version == 1 else "")
 
 
 def recipe_tag(train_options: list) -> str:

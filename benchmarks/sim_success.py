@@ -84,7 +84,8 @@ def recipe(record: dict) -> str:
     """The learning rate and shift the run resolved to (defaults change between versions),
     the torch threads it trained with (runs before that was recorded used one), and any
     ``--config`` change of the model (e.g. the robot-state input, ``state_dim=10``), and
-    whether it learnt the first data version (``R.DATA``: gripper labels one frame early)."""
+    whether it learnt older data than ``R.DATA`` (version 1: gripper labels one frame
+    early)."""
     options, changes = record.get("train_options", []), []
     for i, o in enumerate(options):
         if o == "--config":  # KEY=VALUE ... up to the next option
@@ -96,7 +97,7 @@ def recipe(record: dict) -> str:
             f"{record.get('threads', 1)} thread(s)"
             + "".join(f", {c.replace('=', ' ')}" for c in changes)
             + ("" if rot is None else f", demos' roll/pitch/yaw noise {rot} rad")
-            + (", data 1 (early gripper labels)" if record.get("data", 1) < 2 else ""))
+            + R.data_note(record.get("data", 1)))
 
 
 def markdown(doc: dict) -> str:

@@ -123,17 +123,21 @@ def test_ablation_tables_never_pool_different_budgets():
         return {"group": "ar", "label": "LLaDA-VLA (lsc + HAD)", "task": "carrot",
                 "demos": 500, "steps": steps, "train_seed": seed, "grid": s, "random": s,
                 "final_val": None}
-    key = "ar|LLaDA-VLA (lsc + HAD)|carrot|n500|{}-lr-1e-3|{}"
+    key = "ar|LLaDA-VLA (lsc + HAD)|carrot|n500|{}-lr-1e-3-data2|{}"
     # seed 1 recorded first (two sweeps, one per core): the table lists seeds in order
     doc = {"rows": {key.format(12000, 1): row(12000, 1, 0), key.format(12000, 0): row(12000, 0, 0),
-                    key.format(30000, 0): row(30000, 0, 6)}}
+                    key.format(30000, 0): row(30000, 0, 6),
+                    # the same budget on the first data version: a row of its own, marked
+                    key.replace("-data2", "").format(30000, 0): row(30000, 0, 1)}}
     lines = [ln for ln in ablations.markdown(doc).splitlines() if "LLaDA-VLA" in ln]
-    assert len(lines) == 2, lines
-    assert "| 12000 | 0,1 | 0.0 " in lines[0] and "| 30000 | 0 | 25.0 " in lines[1]
+    assert len(lines) == 3, lines
+    assert "| 12000 | 0,1 | 0.0 " in lines[0] and "| 30000 | 0 | 25.0 " in lines[2]
+    assert "| 30000, data 1 (early gripper labels) | 0 | 4.2 " in lines[1]
     # the peer, never run at these budgets, is listed as such under each
     peer = [ln for ln in ablations.markdown(doc).splitlines() if "autoregressive" in ln]
-    assert len(peer) == 2 and all("not yet run" in ln for ln in peer)
-    assert "| 12000 | not yet run |" in peer[0] and "| 30000 | not yet run |" in peer[1]
+    assert len(peer) == 3 and all("not yet run" in ln for ln in peer)
+    assert "| 12000 | not yet run |" in peer[0] and "| 30000 | not yet run |" in peer[2]
+    assert "| 30000, data 1 (early gripper labels) | not yet run |" in peer[1]
 
 
 def test_recovery_table_labels_rounds_and_pools_layouts():

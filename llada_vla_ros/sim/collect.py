@@ -167,12 +167,12 @@ def collect_episode(env, expert, seed: int, path, t0_ns: int, fps: float,
     while not done:
         for action in expert.predict(obs["image"], env.instruction).actions:
             t = env.world.time
-            obs, _, terminated, truncated, info = env.step(action)
+            obs, _, terminated, _, info = env.step(action)
             if info["command"] is not None:
                 rec.command(t, info["command"], info["gripper_effort"])
             if terminated and succeeded is None:
                 succeeded = int(info["steps"])
-            done = (truncated or info["steps"] >= env.task.max_steps
+            done = (info["steps"] >= env.task.max_steps  # the env's truncation, past success
                     or (succeeded is not None and info["steps"] >= succeeded + after_success))
             if done:
                 break
