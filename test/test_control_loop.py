@@ -84,6 +84,34 @@ def test_a_refused_input_stays_named_while_actions_are_refused_too():
     assert status["last_input_refusal"].endswith("no left_finger position")
 
 
+@pytest.mark.parametrize("inference_ms, left", [(2.0, 0), (90.0, 0), (150.0, 1), (700.0, 3),
+                                                (5000.0, 4)])
+def test_the_next_chunk_is_asked_for_as_late_as_the_inference_time_allows(inference_ms, left):
+    """Fast inference (the expert, a small model) lets every action of a chunk execute, as in
+    training and the in-process evaluation (asking one action early dropped the last action
+    of every chunk: the expert's close dwell lost a step through ROS); slower inference asks
+    early enough that the chunk arrives before the queue runs dry."""
+    loop = make_loop()
+    loop.set_instruction("go", 4096)
+    loop.set_image(IMAGE, None, 0.0)
+    chunk = np.zeros((5, 7))
+    chunk[:, 0] = 0.002 * np.arange(1, 6)  # distinct actions: which ones executed
+    assert loop.add_chunk(chunk, loop.next_job(timeout=0), inference_ms)
+    now, q, executed = 0.0, Q0.copy(), []
+    for _ in range(5):
+        now += PERIOD
+        loop.set_image(IMAGE, None, now)
+        loop.set_joints(q, now)
+        c = loop.tick(now)
+        assert c is not None, loop.hold_reason
+        executed.append(round(float(c.target[0, 3] - kinematics.fk(Q0)[0, 3]), 4))
+        q = c.q
+        if loop.next_job(timeout=0) is not None:
+            break
+    assert 5 - len(executed) == left
+    assert executed == list(np.cumsum(chunk[:len(executed), 0]).round(4))
+
+
 def test_startup_hold_gives_a_latched_estop_time_to_arrive():
     loop = ControlLoop(SafetyLimits(), PERIOD, ChunkExecutor(), execute=True, hold_until=10.0)
     loop.set_policy(True)

@@ -133,6 +133,12 @@ def test_expert_through_the_real_policy_node_completes_an_episode(domain, tmp_pa
     assert report["summary"]["stack"]["latency_ms"]["median"] > 0  # from the node's chunks
     log = (out / "logs" / "sim_world_stack.log").read_text()
     assert "arm time profile: 250 ms" in log  # the node set the Bridge profile
+    # each ~/start re-anchored on the reset arm: none resumed from the last episode's command
+    # (a first chunk planned from the wrong pose, or a tracking fault)
+    node_log = (out / "logs" / "policy_node_stack.log").read_text()
+    assert node_log.count("resuming from the measured joints") == 2, logs()
+    assert "resuming from the last command" not in node_log, logs()
+    assert "tracking" not in node_log, logs()
     # each episode's story in the world's log (what a failure here would be read from)
     stories = {}
     for episode, event in re.findall(r"episode (\d+), step \d+: (grasped|let go|success)", log):

@@ -211,11 +211,20 @@ class ControlLoop:
             return False
         if self.chunks.mode != "receding_horizon":
             return self.chunks.needs_chunk()
-        # Latency hiding: ask for the next chunk while the current one still covers the
-        # inference time, so commands keep flowing at the control rate.
+        return self.chunks.queued() <= self.overlap_steps()
+
+    def overlap_steps(self) -> int:
+        """Latency hiding: with q actions left after a tick, the next chunk is needed q + 1
+        periods later, so it is asked for once q periods no longer cover the median inference
+        time plus half a period (the wait for a fresh frame, the thread hand-over). Inference
+        within half a period asks at the last action: whole chunks execute, as trained and as
+        the in-process evaluation runs them; slower inference overlaps, and the newer chunk
+        replaces the older chunk's last actions."""
         lat = self.inference_ms
-        steps_of_latency = int(np.ceil(np.median(lat) / 1000 / self.period)) if lat else 0
-        return self.chunks.queued() <= min(self.chunks.actions_per_chunk - 1, steps_of_latency)
+        if not lat:
+            return 0
+        steps = int(np.ceil(np.median(lat) / 1000 / self.period - 0.5))
+        return max(0, min(self.chunks.actions_per_chunk - 1, steps))
 
     def add_chunk(self, actions: np.ndarray, job: Job, inference_ms: float,
                   confidence=None) -> bool:

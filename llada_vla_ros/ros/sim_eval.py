@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from llada_vla_ros.control.loop import SETTLE_WINDOW_S
 from llada_vla_ros.sim import evaluate as E
 from llada_vla_ros.sim.tasks import get_task, task_names
 
@@ -170,7 +171,10 @@ def run_task_through_ros(args, task_name: str, out: Path, ready_timeout: float =
             reply = op.call("reset")
             number = int(reply.message.split()[1].rstrip(":"))
             op.wait(lambda: op.episode.get("episode") == number, 30, "the new episode")
-            time.sleep(0.2)  # the node measures the reset arm before ~/start
+            # ~/start re-anchors on the measured joints only once the node has seen the
+            # reset arm at rest for its settle window; sooner, it would resume from the last
+            # episode's command (a wrong first chunk, or a tracking fault)
+            time.sleep(SETTLE_WINDOW_S + 0.2)
             with op.lock:
                 op.chunks_ms = []
                 op.frames = [] if k < args.videos else None
