@@ -237,6 +237,38 @@ def test_expert_resumes_an_episode_in_progress():
     env.close()
 
 
+def test_expert_actions_that_never_ran_do_not_advance_it():
+    """A chunk dropped or cut short (the node's ~/start clears its queue, a new instruction, a
+    hold) must not advance the expert: it resumes from its phase after the actions that ran,
+    counted by the world's accepted arm commands (through ROS, re-plans that never ran
+    skipped its close dwell and it lifted with open fingers). When all ran, nothing changes."""
+    from dataclasses import replace
+
+    from llada_vla_ros.sim.env import WidowXTabletopEnv
+    from llada_vla_ros.sim.expert import ScriptedExpert, world_state
+
+    env = WidowXTabletopEnv("carrot", "grid", image_size=None)
+    env.reset(seed=0)
+    state = world_state(env.world, env.episode)
+    assert state.commands == 0
+    env.step([0, 0, 0, 0, 0, 0, 1.0])
+    assert world_state(env.world, env.episode).commands == 1  # counted by the world
+    env.close()
+    expert = ScriptedExpert()
+    expert.plan(state, 1)  # takes the episode
+    expert.phase, expert.trace = "close", None  # fingers closing: 3 steps arm still, lift
+    first = expert.plan(state, 5)
+    assert [m[0] for m in expert.trace[1][:4]] == ["close"] * 3 + ["lift"]
+    again = expert.plan(state, 5)  # none of them ran
+    assert np.array_equal(again, first)
+    expert.plan(replace(state, commands=2), 5)  # two ran: one close step left
+    assert expert.trace[1][0][:2] == ("close", 2)
+    after = expert.trace[1][-1][0]
+    assert after in ("lift", "carry")
+    expert.plan(replace(state, commands=7, grasped=True), 5)  # all five ran: carry on
+    assert expert.trace[1][0][0] == after
+
+
 def test_rotation_noise_perturbs_only_the_axes_asked_for():
     """--rotation-noise 0,0,Y: the expert's roll and pitch stay as planned (the gripper keeps
     pointing down), yaw is perturbed; the default is twice --noise on each axis, drawn from

@@ -22,6 +22,7 @@ stamps: robust to clock skew between the camera host and this one).
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Optional
@@ -79,6 +80,7 @@ class ControlLoop:
         self.q = self.joint_time = self.gripper = None
         self.joint_history: deque = deque()  # (time, q) over the last SETTLE_WINDOW_S
         self.step = 0
+        self.last_tick: Optional[float] = None  # time of the last tick (inference schedule)
         self.policy_ready, self.policy_error = False, ""
         self.running = True      # False once shutdown began: no more inference jobs
         self.ramp_goal = None    # joint goal of the shutdown ramp, while it runs
@@ -194,37 +196,42 @@ class ControlLoop:
                 self.max_joint_state_age = float(max_joint_state_age)
 
     # ------------------------------------------------------------------ inference
-    def next_job(self, timeout: float) -> Optional[Job]:
-        """Block up to ``timeout`` s for an inference job; None when there is none."""
+    def next_job(self, timeout: float, now: Optional[float] = None) -> Optional[Job]:
+        """Block up to ``timeout`` s for an inference job; None when there is none. ``now``:
+        the caller's clock (default ``time.monotonic``, the node's), e.g. to test schedules."""
+        clock = time.monotonic if now is None else (lambda: now)
         with self.lock:
-            if not self._wants_inference():
-                self.wake.wait(timeout)
-                if not self._wants_inference():
+            wait = self._inference_wait(clock())
+            if wait != 0.0:
+                self.wake.wait(timeout if wait is None else min(timeout, wait))
+                if self._inference_wait(clock()) != 0.0:
                     return None
             self.image_fresh = False
             return Job(self.image, self.image_stamp, self.instruction, self.generation,
                        None if self.q is None else self.q.copy(), self.gripper)
 
-    def _wants_inference(self) -> bool:
+    def _inference_wait(self, now: float) -> Optional[float]:
+        """0.0: start inference now; > 0: in that many seconds; None: not wanted."""
         if not (self.running and self.policy_ready and self.image_fresh and self.instruction
                 and not self.estop):
-            return False
+            return None
         if self.chunks.mode != "receding_horizon":
-            return self.chunks.needs_chunk()
-        return self.chunks.queued() <= self.overlap_steps()
-
-    def overlap_steps(self) -> int:
-        """Latency hiding: with q actions left after a tick, the next chunk is needed q + 1
-        periods later, so it is asked for once q periods no longer cover the median inference
-        time plus half a period (the wait for a fresh frame, the thread hand-over). Inference
-        within half a period asks at the last action: whole chunks execute, as trained and as
-        the in-process evaluation runs them; slower inference overlaps, and the newer chunk
-        replaces the older chunk's last actions."""
-        lat = self.inference_ms
-        if not lat:
-            return 0
-        steps = int(np.ceil(np.median(lat) / 1000 / self.period - 0.5))
-        return max(0, min(self.chunks.actions_per_chunk - 1, steps))
+            return 0.0 if self.chunks.needs_chunk() else None
+        # Latency hiding, with the observation as late as it can be: the queue's q actions
+        # last until (q + 1) periods after the last tick, so inference starts its lead time
+        # before that (p90 of the recent inference times plus a quarter period for the
+        # thread hand-over). Fast inference observes late in the last action's period, as
+        # the in-process evaluation and the recordings do (after the motion, not at its
+        # command); slow inference overlaps the queue, whose last actions the newer chunk
+        # replaces. A chunk is never asked for before one of the current one has run.
+        queued = self.chunks.queued()
+        if queued >= self.chunks.actions_per_chunk:
+            return None
+        if self.last_tick is None:
+            return 0.0
+        lat = np.percentile(self.inference_ms, 90) / 1000 if self.inference_ms else 0.0
+        due = self.last_tick + (queued + 1) * self.period - (lat + 0.25 * self.period)
+        return max(0.0, due - now)
 
     def add_chunk(self, actions: np.ndarray, job: Job, inference_ms: float,
                   confidence=None) -> bool:
@@ -272,6 +279,7 @@ class ControlLoop:
             if not self.running:
                 return self._ramp_tick(now)
             self.step += 1
+            self.last_tick = now
             reason = self._reason(now)
             # The queue advances with time even while holding, so a dry run (execute=false)
             # keeps re-planning and publishing chunks.

@@ -68,27 +68,29 @@ class State:
     commanded_q: Optional[np.ndarray]  # last arm command (None before the first)
     measured_q: np.ndarray
     grasped: bool
+    commands: Optional[int] = None  # arm commands the world accepted this episode
 
     def to_json(self) -> str:
         return json.dumps({"task": self.task, "episode": self.episode,
                            "source": self.source.tolist(), "target": self.target.tolist(),
                            "commanded_q": None if self.commanded_q is None
                            else self.commanded_q.tolist(),
-                           "measured_q": self.measured_q.tolist(), "grasped": self.grasped})
+                           "measured_q": self.measured_q.tolist(), "grasped": self.grasped,
+                           "commands": self.commands})
 
     @classmethod
     def from_json(cls, text: str) -> "State":
         d = json.loads(text)
         return cls(d["task"], int(d["episode"]), np.array(d["source"]), np.array(d["target"]),
                    None if d["commanded_q"] is None else np.array(d["commanded_q"]),
-                   np.array(d["measured_q"]), bool(d["grasped"]))
+                   np.array(d["measured_q"]), bool(d["grasped"]), d.get("commands"))
 
 
 def world_state(world, episode: int) -> State:
     """The expert's view of a ``World`` (commanded pose: its last accepted arm command)."""
     return State(world.task.name, episode, world.object_pose("source"),
                  world.object_pose("target"), world.last_command, world.arm_joints(),
-                 world.grasped())
+                 world.grasped(), world.commands)
 
 
 class ScriptedExpert:
@@ -109,6 +111,19 @@ class ScriptedExpert:
     def reset(self) -> None:
         self.phase, self.dwell, self.episode = "approach", 0, None
         self.offset = None  # source origin -> end effector, measured once grasped
+        self.trace = None   # the last plan: (world commands then, machine before each action)
+
+    def _rewind(self, state: State) -> None:
+        """Actions of the last plan that never ran (its chunk dropped or cut short: the
+        node's ~/start, a new instruction, a hold, fewer actions per chunk) must not advance
+        the machine: resume from its phase after the ones that ran, counted by the world's
+        accepted arm commands. When all ran (always, in the recordings) nothing changes."""
+        if self.trace is None or state.commands is None:
+            return
+        commands, machines = self.trace
+        ran = state.commands - commands
+        if 0 <= ran < len(machines) - 1:
+            self.phase, self.dwell, self.offset = machines[ran]
 
     def resume(self, state: State) -> None:
         """Take over an episode in progress (from a learned policy): carry on with the
@@ -123,6 +138,7 @@ class ScriptedExpert:
         if state.episode != self.episode:
             self.reset()
             self.episode = state.episode
+        self._rewind(state)
         q_ref = state.commanded_q if state.commanded_q is not None else state.measured_q
         T = K.fk(q_ref)
         T_meas = K.fk(state.measured_q)
@@ -132,11 +148,14 @@ class ScriptedExpert:
                 self.offset = T_meas[:3, 3] - state.source[:3, 3]
             elif np.linalg.norm(T_meas[:3, 3] - grasp) > SLIPPED:  # dropped: start over
                 self.phase, self.dwell, self.offset = "approach", 0, None
-        actions = []
+        actions, machines = [], []
         for _ in range(k):
+            machines.append((self.phase, self.dwell, self.offset))
             a = self._step(task, state, T)
             actions.append(a)
             T = K.apply_delta(T, a[:6])
+        machines.append((self.phase, self.dwell, self.offset))
+        self.trace = (state.commands, machines) if state.commands is not None else None
         return np.array(actions, dtype=np.float32)
 
     def _goal(self, task: Task, s: State, T: np.ndarray) -> np.ndarray:

@@ -133,6 +133,7 @@ class World:
         self.torque = np.ones(7, bool)
         self.gripper_force = GRIPPER_FORCE_PER_EFFORT * 250.0
         self.last_command: Optional[np.ndarray] = None  # last accepted arm goal
+        self.commands = 0  # arm goals accepted this episode
         self._ref_start = q0.copy()
         self._goal = q0.copy()
         self._profile_t, self._profile_T, self._profile_Ta = 0.0, 0.0, 0.0
@@ -170,6 +171,7 @@ class World:
             ramp = min(ramp, T / 2)
         self._ref_start, self._goal = start, q
         self.last_command = q.copy()
+        self.commands += 1
         self._profile_t, self._profile_T, self._profile_Ta = 0.0, T, ramp
         return ""
 
