@@ -14,7 +14,7 @@ cd "$ROOT"
 # which alone holds the generated messages (llada_vla_ros.msg).
 export LLADA_VLA_REQUIRE_ROS=1
 set +e
-pytest -ra -p no:cacheprovider -n "${LLADA_TEST_WORKERS:-2}" --dist loadfile \
+pytest -raR -p no:cacheprovider -n "${LLADA_TEST_WORKERS:-2}" --dist loadfile \
   --junitxml="$ROOT/.ws/test-results/pytest.xml" "${@:-test}"
 rc=$?
 set -e
