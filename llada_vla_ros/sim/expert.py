@@ -12,7 +12,8 @@ pitch and yaw ``rotation_noise`` rad each, by default twice ``noise``).
 evaluation and the real policy node can run it. It plans a chunk of K actions ahead on its
 own prediction of the commanded pose and re-reads the privileged state at every chunk,
 from a ``World`` in this process, or from the JSON file the ``sim_world`` node writes
-(``expert:<file>``). The instruction names the task.
+(``expert:<file>``); actions of a chunk that never ran (dropped by the node) do not advance
+its phases (``ScriptedExpert._rewind``). The instruction names the task.
 """
 from __future__ import annotations
 
