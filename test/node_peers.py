@@ -47,6 +47,14 @@ def policy_statuses(probe, since=0.0):
             if "llada_vla_policy" in st.name]
 
 
+def wait_started(probe, timeout=20):
+    """Until the node reports a state past its startup hold (``startup_hold``)."""
+    t = time.monotonic()
+    wait_for(lambda: [st for st in policy_statuses(probe, t)
+                      if not st.message.startswith("starting")], timeout,
+             what="the end of the node's startup hold")
+
+
 def diagnostics_mention(probe, since, words):
     """True once a diagnostic of the policy received after `since` names the cause."""
     for st in policy_statuses(probe, since):
@@ -174,8 +182,10 @@ class Graph:
     process as operator."""
 
     def __init__(self, domain, tmp, node_params=None, driver_params=None, instruction="go",
-                 executable="policy_node"):
+                 executable="policy_node", node_profile=None):
+        """``node_profile``: the node's Fast DDS profile (default: the tests' one)."""
         self.domain, self.tmp, self.executable = domain, tmp, executable
+        self.node_profile = node_profile
         self.probe = make_probe(domain)
         self.driver = sim_world(domain, tmp, **(driver_params or {}))
         self.node_params = {"execute": True, **(node_params or {})}
@@ -185,10 +195,14 @@ class Graph:
             self.instruction = publish_instruction(self.probe, instruction)
 
     def start_node(self):
-        self.node = NodeProcess(self.executable, self.domain, self.tmp, self.node_params)
+        self.node = NodeProcess(self.executable, self.domain, self.tmp, self.node_params,
+                                profile=self.node_profile, subnet=False)
         if self.executable == "policy_node":  # a managed node says nothing until configured
             t = time.monotonic()
             wait_for(lambda: policy_statuses(self.probe, t), 30, what="the node's diagnostics")
+
+    def wait_started(self, timeout=20):
+        wait_started(self.probe, timeout)
 
     def restart_driver(self, **params):
         self.driver.stop()

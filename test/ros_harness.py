@@ -60,17 +60,35 @@ def new_domain_id() -> int:
     raise RuntimeError("no free ROS domain id: 200 are held by other test processes")
 
 
-def ros_env(domain_id: int, profile: str | None = None) -> dict:
+def ros_env(domain_id: int, profile: str | None = None, subnet: bool | None = None) -> dict:
     """This process's environment (conftest.py set offline + one torch thread) on a domain:
     shared-memory DDS on this host by default; with a Fast DDS ``profile`` (e.g. a UDP one
-    of config/) discovery reaches the subnet, for tests across network namespaces."""
+    of config/) discovery reaches the subnet (unless ``subnet`` is False), for tests across
+    network namespaces."""
     env = dict(os.environ)
+    subnet = bool(profile) if subnet is None else subnet
     env.update(ROS_DOMAIN_ID=str(domain_id),
-               ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET" if profile else "LOCALHOST",
+               ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET" if subnet else "LOCALHOST",
                FASTDDS_DEFAULT_PROFILES_FILE=str(profile or HERE / "fastdds_test.xml"),
                PYTHONUNBUFFERED="1")
     env.pop("ROS_LOCALHOST_ONLY", None)
     return env
+
+
+def default_discovery_profile(directory: Path) -> Path:
+    """The tests' Fast DDS profile with Fast DDS's default discovery timing (5 initial
+    announcements 0.1 s apart, then one every 3 s), as a participant started without this
+    package's profiles has it: written to ``directory``."""
+    import xml.etree.ElementTree as ET
+    ns = "http://www.eprosima.com"
+    ET.register_namespace("", ns)
+    tree = ET.parse(HERE / "fastdds_test.xml")
+    for rtps in tree.iter(f"{{{ns}}}rtps"):
+        for builtin in rtps.findall(f"{{{ns}}}builtin"):
+            rtps.remove(builtin)
+    path = Path(directory) / "fastdds_default_discovery.xml"
+    tree.write(path, xml_declaration=True, encoding="UTF-8")
+    return path
 
 
 class NodeProcess:
@@ -78,17 +96,17 @@ class NodeProcess:
 
     def __init__(self, name: str, domain_id: int, log_dir: Path, params: dict | None = None,
                  args: list | None = None, netns: str | None = None, profile: str | None = None,
-                 command: list | None = None, namespace: str = ""):
+                 command: list | None = None, namespace: str = "", subnet: bool | None = None):
         """``name`` is a package node (or give the whole ``command``), in ROS ``namespace``;
         ``netns`` runs it in that network namespace (another "host"), ``profile`` is its
-        Fast DDS profile."""
+        Fast DDS profile (discovery range: see ``ros_env``)."""
         self.name, self.log = name, Path(log_dir) / f"{name}-{time.monotonic_ns()}.log"
         from llada_vla_ros.ros.processes import node_command
         cmd = command or node_command(name, params, args, namespace)
         if netns:
             cmd = ["ip", "netns", "exec", netns] + cmd
         self._out = open(self.log, "w")
-        self.proc = subprocess.Popen(cmd, env=ros_env(domain_id, profile), stdout=self._out,
+        self.proc = subprocess.Popen(cmd, env=ros_env(domain_id, profile, subnet), stdout=self._out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive(self) -> bool:

@@ -134,6 +134,9 @@ def test_startup_hold_gives_a_latched_estop_time_to_arrive():
     loop.set_joints(Q0, 9.5)
     feed_chunk(loop, [[0.01, 0, 0, 0, 0, 0, 1]] * 5)
     assert loop.tick(9.6) is None and "latched estop" in loop.hold_reason
+    # a fault to fix is named at once, not after the hold
+    loop.set_policy(False, "policy not loaded: no checkpoint")
+    assert loop.tick(9.8) is None and loop.hold_reason == "policy not loaded: no checkpoint"
 
 
 def test_estop_latches_until_released_and_started():

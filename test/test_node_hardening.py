@@ -5,6 +5,7 @@ SetParameters service of `ros2 param set`, signals as Ctrl-C and `ros2 launch` s
 this process. Every test here failed against the node before the fix."""
 import re
 import signal
+import sys
 import time
 
 import numpy as np
@@ -14,7 +15,8 @@ from node_peers import (GROUP, SINGLE, Graph, diagnostics_mention, get_parameter
                         make_probe,
                         publish_instruction, publisher, set_parameters, sim_world,
                         wait_matched, write_table)
-from ros_harness import NodeProcess, require_ros, new_domain_id, wait_for
+from ros_harness import (HERE, NodeProcess, default_discovery_profile, new_domain_id,
+                          require_ros, wait_for)
 
 JOINT_NAMES = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
                "gripper", "left_finger", "right_finger"]
@@ -204,12 +206,19 @@ def test_best_effort_estop_stops_the_arm(graph_factory):
 
 
 def test_latched_estop_before_the_node_starts_is_obeyed_also_after_a_restart(domain, tmp_path):
+    """An operator's latched estop from its own process, the node and the estop both under
+    Fast DDS's default discovery timing (a stack without this package's profiles): a missed
+    first exchange delays discovery to the next announcement, 3 s later (measured: half the
+    starts, the estop arriving up to 3.4 s after the node came up). ``startup_hold`` must
+    outlast that; 2 s did not (commands in 2 of the first 12 runs of this test)."""
     from std_msgs.msg import Bool
     from node_peers import call_trigger
-    probe = make_probe(domain)
-    estop = publisher(probe, Bool, "/llada_vla/estop", "reliable", "transient_local", depth=1)
-    estop.publish(Bool(data=True))  # latched before anyone listens
-    g = Graph(domain, tmp_path)
+    profile = default_discovery_profile(tmp_path)
+    estop = NodeProcess("latched_estop", domain, tmp_path, profile=profile, subnet=False,
+                        command=[sys.executable, str(HERE / "latched_estop.py"),
+                                 "/llada_vla/estop", "true"])
+    wait_for(lambda: "published true" in estop.output(), 30, what="the latched estop")
+    g = Graph(domain, tmp_path, node_profile=profile)
     try:
         for restart in (False, True):
             if restart:
@@ -219,13 +228,18 @@ def test_latched_estop_before_the_node_starts_is_obeyed_also_after_a_restart(dom
             time.sleep(3.0)
             assert g.probe.messages(GROUP, t - 5) == [], f"commands with estop latched ({restart})"
             assert diagnostics_mention(g.probe, t, ["estop active"])
-        estop.publish(Bool(data=False))
+        assert estop.stop() == 0  # the operator ends `ros2 topic pub`; the estop stays engaged
+        time.sleep(0.5)
+        assert g.probe.messages(GROUP, t - 5) == []
+        release = publisher(g.probe, Bool, "/llada_vla/estop", "reliable", "transient_local")
+        wait_matched(release)
+        release.publish(Bool(data=False))
         time.sleep(0.3)
         assert call_trigger(g.probe, "start").success
         g.expect_moving()
     finally:
         g.close()
-        probe.close()
+        estop.stop()
 
 
 # --- 5. shutdown: the ramp obeys the estop; every state exits cleanly and fast --------------

@@ -10,7 +10,7 @@ import pytest
 from node_peers import (GROUP, SINGLE, Camera, assert_commands_safe, call_trigger,
                         diagnostics_mention, holding_for, make_probe, publish_instruction,
                         policy_statuses, publisher,
-                        sim_world, wait_matched, write_table)
+                        sim_world, wait_matched, wait_started, write_table)
 from ros_harness import NodeProcess, new_domain_id, require_ros, wait_for
 
 
@@ -205,6 +205,7 @@ def run_scripted(domain, tmp_path, table_spec, seconds, params=None):
         wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
         publish_instruction(probe, "go")
         wait_for(lambda: probe.messages("/llada_vla/action_chunk"), 30, what="a chunk")
+        wait_started(probe)  # `seconds` of operation after the startup hold
         time.sleep(seconds)
         assert node.alive(), node.output()[-3000:]
         return probe.messages(GROUP), probe

@@ -252,10 +252,10 @@ class ControlLoop:
     def _reason(self, now: float) -> str:
         if self.estop:
             return "estop active"
+        if self.policy_error:  # a fault to fix names itself at once, even while starting
+            return self.policy_error
         if now < self.hold_until:
             return "starting: listening for a latched estop"
-        if self.policy_error:
-            return self.policy_error
         if not self.execute:
             return "execution disabled (execute=false; call ~/start)"
         if self.instruction_error:

@@ -64,8 +64,9 @@ PARAMETERS: Dict[str, Param] = {
     "ensemble_decay": Param(0.0, "temporal ensembling: weight exp(-decay * age)"),
     "max_image_age": Param(0.5, "s; an older image makes the node hold", dynamic=True),
     "max_joint_state_age": Param(0.5, "s; older joint states make the node hold", dynamic=True),
-    "startup_hold": Param(2.0, "s without motion after start-up: time for DDS discovery to "
-                          "deliver an estop latched before the node started"),
+    "startup_hold": Param(5.0, "s without motion after start-up: time for DDS discovery to "
+                          "deliver an estop latched before the node started (Fast DDS "
+                          "re-announces every 3 s: a missed first exchange costs that)"),
     "set_time_profile": Param(True, "on the first command, set the arm's time profile"),
     "sleep_on_shutdown": Param(False, "ramp to the sleep pose on shutdown", dynamic=True),
     # --- gripper
