@@ -49,9 +49,9 @@ def policy_statuses(probe, since=0.0):
 
 def wait_started(probe, timeout=20):
     """Until the node reports a state past its startup hold (``startup_hold``)."""
+    from llada_vla_ros.control.loop import STARTING
     t = time.monotonic()
-    wait_for(lambda: [st for st in policy_statuses(probe, t)
-                      if not st.message.startswith("starting")], timeout,
+    wait_for(lambda: [st for st in policy_statuses(probe, t) if st.message != STARTING], timeout,
              what="the end of the node's startup hold")
 
 

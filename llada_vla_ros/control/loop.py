@@ -35,6 +35,7 @@ from ..safety import SafetyLimits
 from .arm import ArmController
 
 WAITING = "waiting for the next action chunk"
+STARTING = "starting: listening for a latched estop"  # the hold reason during startup_hold
 SETTLE_WINDOW_S = 0.3  # an arm whose joints moved less than SETTLED_RAD over this is at rest
 SETTLED_RAD = 0.005
 
@@ -255,7 +256,7 @@ class ControlLoop:
         if self.policy_error:  # a fault to fix names itself at once, even while starting
             return self.policy_error
         if now < self.hold_until:
-            return "starting: listening for a latched estop"
+            return STARTING
         if not self.execute:
             return "execution disabled (execute=false; call ~/start)"
         if self.instruction_error:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from llada_vla_ros.control.loop import SETTLE_WINDOW_S
+from llada_vla_ros.control.loop import SETTLE_WINDOW_S, STARTING
 from llada_vla_ros.sim import evaluate as E
 from llada_vla_ros.sim.tasks import get_task, task_names
 
@@ -48,6 +48,7 @@ class Operator:
         self.chunks_ms: list = []
         self.model = ""
         self.hold_reason = ""
+        self.started = False  # the node reported a state past its startup hold
         self.frames: Optional[list] = None
         self._last_frame = 0.0
         self.String, self.Trigger, self.SetParameters = String, Trigger, SetParameters
@@ -77,6 +78,7 @@ class Operator:
                 with self.lock:
                     self.model = values.get("model", "")
                     self.hold_reason = values.get("hold_reason", "")
+                    self.started = self.started or self.hold_reason != STARTING
 
     def _on_image(self, msg):
         from llada_vla_ros.images import image_msg_to_rgb
@@ -160,8 +162,9 @@ def run_task_through_ros(args, task_name: str, out: Path, ready_timeout: float =
     try:
         op = Operator(topics.IMAGE)
         t0 = time.monotonic()
-        op.wait(lambda: op.model, ready_timeout, "the policy to report ready (diagnostics "
-                f"'model'); see {logs}/policy_node_{task.name}.log")
+        op.wait(lambda: op.model and op.started, ready_timeout, "the policy to report ready "
+                f"(diagnostics 'model') past its startup hold; see "
+                f"{logs}/policy_node_{task.name}.log")
         log(f"{task.name}: policy ready after {time.monotonic() - t0:.1f} s "
             f"(ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})")
         for k in range(args.episodes):
