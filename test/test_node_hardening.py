@@ -210,7 +210,7 @@ def test_latched_estop_before_the_node_starts_is_obeyed_also_after_a_restart(dom
     Fast DDS's default discovery timing (a stack without this package's profiles): a missed
     first exchange delays discovery to the next announcement, 3 s later (measured: half the
     starts, the estop arriving up to 3.4 s after the node came up). ``startup_hold`` must
-    outlast that; 2 s did not (commands in 2 of the first 12 runs of this test)."""
+    outlast that; 2 s did not (commands in 6 of 12 runs of this test)."""
     from std_msgs.msg import Bool
     from node_peers import call_trigger
     profile = default_discovery_profile(tmp_path)
