@@ -18,8 +18,9 @@ IMAGE = np.zeros((8, 8, 3), np.uint8)
 Q0 = kinematics.READY_POSE.copy()
 
 
-def make_loop(execute=True, **limits):
-    loop = ControlLoop(SafetyLimits(**limits), PERIOD, ChunkExecutor(), execute=execute)
+def make_loop(execute=True, hold_until=-np.inf, **limits):
+    loop = ControlLoop(SafetyLimits(**limits), PERIOD, ChunkExecutor(), execute=execute,
+                       hold_until=hold_until)
     loop.set_policy(True)
     return loop
 
@@ -310,10 +311,12 @@ events = st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example(seq=[("start", None), ("chunk", TURN_LEFT)] + [("tick", 0.3)] * 3
          + [("instruction", "go"), ("chunk", TURN_RIGHT), ("tick", 0.3), ("tick", 0.3)],
-         start_executing=False)  # the reset bypass found from outside
-@given(seq=st.lists(events, min_size=1, max_size=60), start_executing=st.booleans())
-def test_no_event_sequence_breaks_the_estop_or_the_speed_limit(seq, start_executing):
-    loop = make_loop(execute=start_executing)
+         start_executing=False, hold=None)  # the reset bypass found from outside
+@given(seq=st.lists(events, min_size=1, max_size=60), start_executing=st.booleans(),
+       hold=st.sampled_from([None, None, 0.5, 3.0]))
+def test_no_event_sequence_breaks_the_estop_or_the_speed_limit(seq, start_executing, hold):
+    """Nor the startup hold (``hold``: when it ends, in the sequence's time; None: none)."""
+    loop = make_loop(execute=start_executing, hold_until=-np.inf if hold is None else hold)
     loop.set_instruction("go", 4096)
     now, q = 0.0, Q0.copy()
     limit = 1.0                   # current max_joint_velocity
@@ -331,6 +334,7 @@ def test_no_event_sequence_breaks_the_estop_or_the_speed_limit(seq, start_execut
             if c is None:
                 continue
             assert not estopped, "command after estop"
+            assert hold is None or now >= hold, "command during the startup hold"
             assert np.all(np.isfinite(c.q))
             assert np.all(c.q >= kinematics.JOINT_LOWER) and np.all(c.q <= kinematics.JOINT_UPPER)
             if shutdown is not None:
