@@ -312,6 +312,8 @@ events = st.one_of(
 @example(seq=[("start", None), ("chunk", TURN_LEFT)] + [("tick", 0.3)] * 3
          + [("instruction", "go"), ("chunk", TURN_RIGHT), ("tick", 0.3), ("tick", 0.3)],
          start_executing=False, hold=None)  # the reset bypass found from outside
+@example(seq=[("tick", 0.3), ("shutdown", True), ("tick", 0.3)], start_executing=False,
+         hold=0.5)  # found by this test: the sleep ramp moved before a latched estop could arrive
 @given(seq=st.lists(events, min_size=1, max_size=60), start_executing=st.booleans(),
        hold=st.sampled_from([None, None, 0.5, 3.0]))
 def test_no_event_sequence_breaks_the_estop_or_the_speed_limit(seq, start_executing, hold):

@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
+from llada_vla_ros.control.loop import STARTING
 from node_peers import (GROUP, SINGLE, Graph, diagnostics_mention, get_parameter, holding_for,
-                        make_probe,
+                        make_probe, policy_statuses,
                         publish_instruction, publisher, set_parameters, sim_world,
                         wait_matched, write_table)
 from ros_harness import (HERE, NodeProcess, default_discovery_profile, new_domain_id,
@@ -274,6 +275,30 @@ def test_sleep_ramp_stops_on_estop_and_on_a_second_sigint(graph_factory, second)
     assert g.probe.messages(GROUP, t + 0.1) == [], "commands after the estop / second SIGINT"
     from llada_vla_ros.kinematics import SLEEP_POSE
     assert not np.allclose(g.commands()[-1], SLEEP_POSE, atol=1e-3)  # the ramp was cut short
+
+
+def test_no_sleep_ramp_within_the_startup_hold(domain, tmp_path):
+    """Ctrl-C seconds after the start: a latched estop may not have arrived yet, so the sleep
+    ramp must not move the arm (it did before: found by the event-sequence property)."""
+    probe = make_probe(domain)
+    world = sim_world(domain, tmp_path)
+    node = NodeProcess("policy_node", domain, tmp_path, {"execute": True,
+                                                         "sleep_on_shutdown": True})
+    try:
+        def measuring():  # the node has joint states (a ramp could start) and is starting
+            return [st for st in policy_statuses(probe) if {kv.key: kv.value for kv in
+                                                            st.values}["joint_state_age_s"]]
+        status = wait_for(measuring, 30, what="joint states at the node")[-1]
+        assert status.message == STARTING  # startup_hold is 5 s by default
+        rc, _ = sigint_and_wait(node)
+        out = node.output()
+        assert rc == 0 and "sleep ramp aborted: starting" in out, out[-2000:]
+        time.sleep(0.3)
+        assert probe.messages(GROUP) == [], "the sleep ramp moved during the startup hold"
+    finally:
+        for p in (node, world):
+            p.stop()
+        probe.close()
 
 
 @pytest.mark.parametrize("state, sig", [

@@ -309,7 +309,8 @@ class ControlLoop:
     # ------------------------------------------------------------------ shutdown
     def begin_shutdown(self, sleep: bool) -> str:
         """Stop planning; with ``sleep``, ramp to the sleep pose on the next ticks (unless
-        the estop is active or the arm is not following). Returns what will happen."""
+        the estop is active, the arm is not following or the startup hold is not over).
+        Returns what will happen."""
         with self.lock:
             self.running, self.execute = False, False
             self.chunks.clear()
@@ -328,7 +329,9 @@ class ControlLoop:
     def _ramp_tick(self, now: float) -> Optional[Command]:
         if self.ramp_goal is None:
             return self._hold("shut down")
-        reason = "estop active" if self.estop else self._joints_reason(now)
+        # within the startup hold a latched estop may not have arrived yet: no ramp either
+        reason = ("estop active" if self.estop else STARTING if now < self.hold_until
+                  else self._joints_reason(now))
         if reason:
             self.ramp_goal = None
             return self._hold(f"sleep ramp aborted: {reason}")
