@@ -282,14 +282,15 @@ def test_no_sleep_ramp_within_the_startup_hold(domain, tmp_path):
     ramp must not move the arm (it did before: found by the event-sequence property)."""
     probe = make_probe(domain)
     world = sim_world(domain, tmp_path)
-    node = NodeProcess("policy_node", domain, tmp_path, {"execute": True,
-                                                         "sleep_on_shutdown": True})
+    wait_for(lambda: "simulated world:" in world.output(), 30, what="the simulated world")
+    node = NodeProcess("policy_node", domain, tmp_path, {  # a long hold: margin for slow CI
+        "execute": True, "sleep_on_shutdown": True, "startup_hold": 10.0})
     try:
         def measuring():  # the node has joint states (a ramp could start) and is starting
             return [st for st in policy_statuses(probe) if {kv.key: kv.value for kv in
                                                             st.values}["joint_state_age_s"]]
         status = wait_for(measuring, 30, what="joint states at the node")[-1]
-        assert status.message == STARTING  # startup_hold is 5 s by default
+        assert status.message == STARTING
         rc, _ = sigint_and_wait(node)
         out = node.output()
         assert rc == 0 and "sleep ramp aborted: starting" in out, out[-2000:]
