@@ -219,7 +219,9 @@ def test_latched_estop_before_the_node_starts_is_obeyed_also_after_a_restart(dom
                         command=[sys.executable, str(HERE / "latched_estop.py"),
                                  "/llada_vla/estop", "true"])
     wait_for(lambda: "published true" in estop.output(), 30, what="the latched estop")
-    g = Graph(domain, tmp_path, node_profile=profile)
+    from llada_vla_ros.control.parameters import PARAMETERS
+    g = Graph(domain, tmp_path, node_profile=profile,
+              node_params={"startup_hold": PARAMETERS["startup_hold"].default})
     try:
         for restart in (False, True):
             if restart:
