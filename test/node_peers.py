@@ -203,9 +203,6 @@ class Graph:
             t = time.monotonic()
             wait_for(lambda: policy_statuses(self.probe, t), 30, what="the node's diagnostics")
 
-    def wait_started(self, timeout=20):
-        wait_started(self.probe, timeout)
-
     def restart_driver(self, **params):
         self.driver.stop()
         self.driver = sim_world(self.domain, self.tmp, **params)

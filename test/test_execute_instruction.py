@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from node_peers import GROUP, Graph, policy_statuses, publisher, wait_matched, write_table
+from node_peers import (GROUP, Graph, policy_statuses, publisher, wait_matched, wait_started,
+                        write_table)
 from ros_harness import new_domain_id, require_ros, wait_for
 
 ACTION = "/llada_vla/execute_instruction"
@@ -92,7 +93,7 @@ def test_timeout_max_steps_and_refusal(graph):
     from std_msgs.msg import Bool
     g = graph()
     client = Client(g.probe)
-    g.wait_started()  # a goal's timeout runs from its acceptance, the startup hold included
+    wait_started(g.probe)  # a goal's timeout runs from its acceptance, the startup hold included
     result = client.result(client.send("draw a square", timeout_s=1.5))
     assert result.outcome == client.Result.TIMED_OUT and result.steps >= 3, result
     assert 1.4 <= result.duration_s <= 2.5
