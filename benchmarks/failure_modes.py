@@ -9,7 +9,11 @@ episode gets one cause (``cause``: never grasped, slipped from closed fingers, r
 target, held at the end) and a markdown row of the counts is printed. Where the gripper
 first closes, against where the object is (``first_close``: step, horizontal distance and
 height of the gripper above the object's origin, mm; the median distance is printed), tells
-a policy that aims at the object from one that replays an average path.
+a policy that aims at the object from one that replays an average path; so does the
+gripper's yaw then against the yaw that closes the fingers across the object (the expert's,
+``grasp_yaw``; degrees, the median of its size is printed). ``pressed`` is where a finger
+first pushed the object into the table before any grasp (step, and the gripper's distance
+and height as for the close): the fingers came down on it instead of beside it.
 
     OMP_NUM_THREADS=1 python benchmarks/failure_modes.py CKPT --task carrot --episodes 24
 
@@ -33,11 +37,15 @@ def episode(env, policy, seed: int, tail: int, still_m: float) -> dict:
     obs, info = env.reset(seed=seed)
     refused, still, first_refusal, grasped = [], [], None, False
     losses = {"released": [], "slipped": []}
-    first_close = None
+    first_close = pressed = None
+    rest_z = env.world.scene_state().source_pos[2]
     for step in closed_loop(env, policy, obs):  # whole chunks, as the node executes them
         was_held, info = info["grasped"], step.info
         if first_close is None and step.action[6] < 0.5:
-            first_close = [info["steps"], *gripper_to_object(env)]
+            first_close = [info["steps"], *gripper_to_object(env), yaw_error_deg(env)]
+        if (pressed is None and not grasped and not info["grasped"]
+                and env.world.scene_state().source_pos[2] < rest_z - PRESSED_M):
+            pressed = [info["steps"], *gripper_to_object(env)]
         if was_held and not info["grasped"]:
             opened = (info["gripper_effort"] or 0.0) > 0  # None: the step was held
             losses["released" if opened else "slipped"].append([info["steps"], *where(env)])
@@ -56,7 +64,8 @@ def episode(env, policy, seed: int, tail: int, still_m: float) -> dict:
     else:
         ending = "still moving"
     return {"seed": seed, "ending": ending, "grasped": grasped, "steps": len(refused),
-            "first_refusal": first_refusal, "first_close": first_close, **losses}
+            "first_refusal": first_refusal, "first_close": first_close, "pressed": pressed,
+            **losses}
 
 
 def gripper_to_object(env) -> list:
@@ -66,10 +75,26 @@ def gripper_to_object(env) -> list:
     return horizontal_and_height_mm(d, d[2])
 
 
+def yaw_error_deg(env) -> float:
+    """The yaw that would close the fingers across the source object (``grasp_yaw``, the
+    nearest of its equivalent yaws) minus the gripper's, degrees (0.1)."""
+    from llada_vla_ros.sim.expert import DOWN, grasp_yaw, yaw_of
+
+    now = yaw_of(env.world.ee_pose()[:3, :3] @ DOWN.T)
+    wanted = grasp_yaw(env.world.task, env.world.scene_state().source_R, now)
+    return round(float(np.degrees(wanted - now)), 1)
+
+
 def median_close_mm(rows: list):
     """Median horizontal distance from the gripper to the object where it first closed
     (None if no episode closed)."""
     d = [r["first_close"][1] for r in rows if r.get("first_close")]
+    return round(float(np.median(d)), 1) if d else None
+
+
+def median_close_yaw_deg(rows: list):
+    """Median size of the yaw error where the gripper first closed (None if none closed)."""
+    d = [abs(r["first_close"][3]) for r in rows if r.get("first_close")]
     return round(float(np.median(d)), 1) if d else None
 
 
@@ -84,6 +109,7 @@ def horizontal_and_height_mm(d, z) -> list:
     return [round(1000 * float(np.hypot(d[0], d[1])), 1), round(1000 * float(z), 1)]
 
 
+PRESSED_M = 0.0005 # the object pushed this far below its resting height: a finger on it
 CAUSES = ("never grasped", "slipped from closed fingers", "released off target",
           "held at the end")
 
@@ -142,14 +168,17 @@ def main(argv=None) -> int:
               "seeds": [args.seed, args.seed + args.episodes - 1], "endings": endings,
               "grasped": sum(r["grasped"] for r in rows), "causes": causes(rows),
               "median_first_close_mm": median_close_mm(rows),
+              "median_first_close_yaw_deg": median_close_yaw_deg(rows),
+              "pressed": sum(r["pressed"] is not None for r in rows),
               "episodes": rows,
               "date": time.strftime("%Y-%m-%d")}
     out = ROOT / "benchmarks" / "results" / (
         f"failure_modes_{Path(args.checkpoint).name}_{args.task}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    print(json.dumps({k: report[k] for k in ("endings", "grasped", "causes",
-                                             "median_first_close_mm")}), f"-> {out}")
+    print(json.dumps({k: report[k] for k in ("endings", "grasped", "causes", "pressed",
+                                             "median_first_close_mm",
+                                             "median_first_close_yaw_deg")}), f"-> {out}")
     print(markdown_row(report))
     return 0
 

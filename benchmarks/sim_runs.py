@@ -175,8 +175,10 @@ def data_note(version: int) -> str:
 
 def recipe_tag(train_options: list) -> str:
     """The run-name part of llada-vla-train options given beside the defaults, and of the
-    data version: runs trained with other options or data never share a cache entry."""
-    return "".join("-" + o.lstrip("-").replace("=", "") for o in train_options) + data_tag()
+    data version: runs trained with other options or data never share a cache entry. Only
+    letters, digits and ``_.,+-`` are kept (a JSON value's braces and quotes are dropped)."""
+    tag = "".join("-" + o.lstrip("-") for o in train_options)
+    return re.sub(r"[^\w.,+-]", "", tag) + data_tag()
 
 
 def load_results(path: Path, table: str | None = None) -> dict:

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from ros_harness import NodeProcess, RosProbe, wait_for
+from ros_harness import FAST_START, NodeProcess, RosProbe, wait_for
 
 GROUP, SINGLE = "/wx250s/commands/joint_group", "/wx250s/commands/joint_single"
 IMAGE, INSTRUCTION = "/camera/camera/color/image_raw", "/llada_vla/instruction"
@@ -188,9 +188,7 @@ class Graph:
         self.node_profile = node_profile
         self.probe = make_probe(domain)
         self.driver = sim_world(domain, tmp, **(driver_params or {}))
-        # startup_hold 2 s (default 5 s): the tests' Fast DDS profile discovers within 1.3 s,
-        # and a test about start-up passes the default (test_node_hardening's latched estop)
-        self.node_params = {"execute": True, "startup_hold": 2.0, **(node_params or {})}
+        self.node_params = {"execute": True, **FAST_START, **(node_params or {})}
         self.node = None
         self.start_node()
         if instruction:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ros_harness import NodeProcess, RosProbe, new_domain_id, require_ros, wait_for
+from ros_harness import FAST_START, NodeProcess, RosProbe, new_domain_id, require_ros, wait_for
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
@@ -27,7 +27,8 @@ def test_record_live_run_then_evaluate_it(storage, tmp_path):
     procs = [NodeProcess("sim_world", domain, tmp_path,
                          {"width": 320, "height": 240, "moving_time": 0.25}),
              NodeProcess("policy_node", domain, tmp_path,
-                         {"execute": True, "record_to": str(bag), "record_storage": storage})]
+                         {"execute": True, **FAST_START, "record_to": str(bag),
+                          "record_storage": storage})]
     try:
         pub = probe.node.create_publisher(String, "/llada_vla/instruction", qos.LATCHED)
         wait_for(lambda: pub.get_subscription_count() >= 2, 30, what="node + recorder")

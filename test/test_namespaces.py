@@ -4,7 +4,7 @@ namespaced one only its own arm."""
 import time
 
 from node_peers import make_probe, publisher, sim_world, wait_matched, write_table
-from ros_harness import NodeProcess, new_domain_id, require_ros, wait_for
+from ros_harness import FAST_START, NodeProcess, new_domain_id, require_ros, wait_for
 
 ARMS = {"left": [[0.01, 0, 0, 0, 0, 0, 1.0]] * 5, "right": [[-0.01, 0, 0, 0, 0, 0, 0.0]] * 5}
 
@@ -24,7 +24,7 @@ def test_two_namespaced_policies_keep_their_outputs_apart(tmp_path):
         camera = f"/{arm}_cam/color/image_raw"
         procs.append(sim_world(domain, tmp_path, robot_name=f"{arm}_wx250s", image_topic=camera))
         procs.append(NodeProcess("policy_node", domain, tmp_path, namespace=arm, params={
-            "robot_name": f"{arm}_wx250s", "image_topic": camera, "execute": True,
+            "robot_name": f"{arm}_wx250s", "image_topic": camera, "execute": True, **FAST_START,
             "instruction": f"{arm} arm, go",
             "model_path": write_table(tmp_path / f"{arm}.csv", table)}))
         probe.record(ActionChunk, f"/{arm}/llada_vla/action_chunk")

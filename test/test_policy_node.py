@@ -11,7 +11,7 @@ from node_peers import (GROUP, SINGLE, Camera, assert_commands_safe, call_trigge
                         diagnostics_mention, holding_for, make_probe, publish_instruction,
                         policy_statuses, publisher,
                         sim_world, wait_matched, wait_started, write_table)
-from ros_harness import NodeProcess, new_domain_id, require_ros, wait_for
+from ros_harness import FAST_START, NodeProcess, new_domain_id, require_ros, wait_for
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_steady_5hz_while_inference_takes_700ms(domain, tmp_path):
     probe = make_probe(domain)
     world = sim_world(domain, tmp_path, width=320, height=240, fps=30.0)
     node = NodeProcess("policy_node", domain, tmp_path,
-                       {"execute": True, "scripted_delay": 0.7})
+                       {"execute": True, **FAST_START, "scripted_delay": 0.7})
     procs = [world, node]
     try:
         wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
@@ -92,7 +92,7 @@ def graph(domain, tmp_path):
     camera = Camera(probe)
     procs = {"driver": sim_world(domain, tmp_path, image_topic="/sim_world/unused", fps=1.0),
              "node": NodeProcess("policy_node", domain, tmp_path,
-                                 {"execute": True, "scripted_delay": 0.05,
+                                 {"execute": True, **FAST_START, "scripted_delay": 0.05,
                                   "safety.max_tracking_error": 0.15})}
     wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
     pub = publish_instruction(probe, "move the block")
@@ -200,7 +200,7 @@ def run_scripted(domain, tmp_path, table_spec, seconds, params=None):
     probe = make_probe(domain)
     world = sim_world(domain, tmp_path, width=320, height=240)
     node = NodeProcess("policy_node", domain, tmp_path,
-                       {"execute": True, "model_path": table_spec, **(params or {})})
+                       {"execute": True, **FAST_START, "model_path": table_spec, **(params or {})})
     try:
         wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
         publish_instruction(probe, "go")
@@ -255,7 +255,7 @@ def run_checkpoint_in_node(domain, tmp_path, checkpoint, instruction, **params):
     probe = make_probe(domain)
     procs = [sim_world(domain, tmp_path, width=320, height=240),
              NodeProcess("policy_node", domain, tmp_path,
-                         {"execute": True, "model_path": str(checkpoint), **params})]
+                         {"execute": True, **FAST_START, "model_path": str(checkpoint), **params})]
     try:
         wait_for(lambda: policy_statuses(probe), 60, what="the node's diagnostics")
         publish_instruction(probe, instruction)
@@ -307,7 +307,7 @@ def test_shutdown_ramps_to_sleep_pose_within_the_speed_limit(domain, tmp_path):
     probe = make_probe(domain)
     world = sim_world(domain, tmp_path, width=320, height=240)
     node = NodeProcess("policy_node", domain, tmp_path,
-                       {"execute": True, "sleep_on_shutdown": True})
+                       {"execute": True, **FAST_START, "sleep_on_shutdown": True})
     try:
         wait_for(lambda: policy_statuses(probe), 30, what="the node's diagnostics")
         publish_instruction(probe, "go")

@@ -45,9 +45,11 @@ def test_episode_endings(env):
     [(step, dxy_mm, z_mm)] = expert["released"]
     assert step <= expert["steps"] and dxy_mm < 50 and z_mm > 10
     assert failure_modes.cause(expert) is None
-    # the expert closes on the object: right above its origin, at its grasp height
-    close_step, close_dxy_mm, close_dz_mm = expert["first_close"]
+    # the expert closes on the object: right above its origin, at its grasp height, the
+    # fingers across it, and never pushes it into the table
+    close_step, close_dxy_mm, close_dz_mm, close_yaw_deg = expert["first_close"]
     assert close_step < step and close_dxy_mm < 10 and abs(close_dz_mm) < 30, expert
+    assert abs(close_yaw_deg) < 2 and expert["pressed"] is None, expert
     still = failure_modes.episode(env, Constant([0, 0, 0, 0, 0, 0, 1]), 0, 20, 0.004)
     assert still["ending"] == "stalled" and not still["grasped"] and still["steps"] == 60
     assert still["released"] == still["slipped"] == []
@@ -55,6 +57,9 @@ def test_episode_endings(env):
     assert still["first_close"] is None
     shut = failure_modes.episode(env, Constant([0, 0, 0, 0, 0, 0, 0]), 0, 20, 0.004)
     assert shut["first_close"][0] == 1 and shut["first_close"][1] > 50  # at the start pose
+    # turning the wrist while closing: the yaw error grows by what the arm turned
+    turn = failure_modes.episode(env, Constant([0, 0, 0, 0, 0, 0.2, 0]), 0, 20, 0.004)
+    assert 5 < abs(turn["first_close"][3] - shut["first_close"][3]) < 12, (turn, shut)
     assert failure_modes.median_close_mm([expert, still, shut]) == round(
         (close_dxy_mm + shut["first_close"][1]) / 2, 1)
     # the same release, had the task not been done; a later slip would be the cause
@@ -75,9 +80,41 @@ def test_episode_endings(env):
     assert "IK failed" in turning["first_refusal"][1]
 
 
+class StraightDown:
+    """Over the object's origin, then straight down to its grasp height, the gripper's yaw
+    as it is (privileged state: one move per chunk)."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def predict(self, image, instruction):
+        world = self.env.world
+        d = world.scene_state().source_pos - world.ee_pose()[:3, 3]
+        over = np.hypot(d[0], d[1]) < 0.01
+        d[2] = world.task.source.grasp_z - world.ee_pose()[2, 3] if over else 0.0
+        actions = np.zeros((5, 7), np.float32)
+        actions[0, :3], actions[:, 6] = np.clip(d, -0.03, 0.03), 1.0
+        return ActionChunk(actions=actions, confidence=np.ones(5, np.float32),
+                           inference_ms=0.0, model_id="straight down")
+
+
+def test_fingers_coming_down_on_the_object(env):
+    """Grid layout 0's carrot lies across the fingers of the start pose, layout 1's along
+    them (the expert turns the wrist ~83 degrees there): coming straight down without
+    turning, the fingers go down beside it in 0 and land on it in 1 and push it."""
+    beside = failure_modes.episode(env, StraightDown(env), 0, 20, 0.004)
+    on_top = failure_modes.episode(env, StraightDown(env), 1, 20, 0.004)
+    assert beside["pressed"] is None, beside
+    step, dxy_mm, height_mm = on_top["pressed"]
+    assert dxy_mm < 10 and height_mm > 15, on_top  # stopped above the object, over it
+
+
 def test_run_names_and_the_success_table():
     assert sim_runs.recipe_tag([]) == "-data2"  # data version 2 (docs/results.md section 5)
     assert sim_runs.recipe_tag(["--lr", "1e-3"]) == "-lr-1e-3-data2"
+    # a JSON option keeps its keys and values, not its braces and quotes
+    assert (sim_runs.recipe_tag(["--config", 'vision_config={"image_size":96}'])
+            == "-config-vision_configimage_size96-data2")
 
     def summary(successes, episodes, grasps):
         return {"summary": {"successes": successes, "episodes": episodes,
