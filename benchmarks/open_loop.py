@@ -1,8 +1,11 @@
 """Open loop on recorded episodes: does a checkpoint's first action point where the
 demonstrator's went? For each example of the bags (the frame, the next 5 recorded actions),
 the policy's chunk is compared with the recorded one: the angle between the first actions'
-translations (frames where the demonstrator moved more than 5 mm), their lengths, and whether
-the gripper command agrees.
+translations (frames where the demonstrator moved more than 5 mm), their lengths, whether
+the gripper command agrees, and how the chunk turns the wrist: each chunk's yaw summed over
+its 5 actions, sorted into turning one way, the other way or not at all (``--turn-deg``;
+``yaw_turn``: the counts, recorded by rows, policy by columns, the fraction that agree, and
+the correlation of the two sums).
 
     OMP_NUM_THREADS=1 python benchmarks/open_loop.py CKPT BAG [BAG ...] --name held_out_carrot
 
@@ -27,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("bags", nargs="+")
     p.add_argument("--name", required=True, help="what the bags are (part of the file name)")
     p.add_argument("--hz", type=float, default=5.0)
+    p.add_argument("--turn-deg", type=float, default=5.0,
+                   help="a chunk's summed yaw beyond this turns the wrist")
     args = p.parse_args(argv)
     import torch
 
@@ -37,11 +42,12 @@ def main(argv=None) -> int:
     examples, _ = load_examples(args.bags, 5, progress=False, hz=args.hz,
                                 action_source="joint_states")
     policy = load_policy(args.checkpoint)
-    cosines, lengths, gripper = [], [], []
+    cosines, lengths, gripper, yaws = [], [], [], []
     for e in examples:
-        pred = policy.predict(e.image, e.instruction,
-                              **({"state": e.state} if wants_state(policy) else {})).actions[0]
-        true = e.actions[0]
+        chunk = policy.predict(e.image, e.instruction,
+                               **({"state": e.state} if wants_state(policy) else {})).actions
+        pred, true = chunk[0], e.actions[0]
+        yaws.append([float(e.actions[:, 5].sum()), float(chunk[:, 5].sum())])
         if np.linalg.norm(true[:3]) > MOVING_M:
             cosines.append(float(pred[:3] @ true[:3] / (np.linalg.norm(pred[:3])
                                                          * np.linalg.norm(true[:3]) + 1e-12)))
@@ -54,14 +60,32 @@ def main(argv=None) -> int:
               "same_half_space": float(np.mean(c > 0)), "median_cosine": float(np.median(c)),
               "mean_length_m": {"policy": float(np.mean([a for a, _ in lengths])),
                                 "recorded": float(np.mean([b for _, b in lengths]))},
-              "gripper_agrees": float(np.mean(gripper)), "date": time.strftime("%Y-%m-%d")}
+              "gripper_agrees": float(np.mean(gripper)),
+              "yaw_turn": yaw_turn(np.degrees(yaws), args.turn_deg),
+              "date": time.strftime("%Y-%m-%d")}
     out = ROOT / "benchmarks" / "results" / (
         f"open_loop_{Path(args.checkpoint).name}_{args.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1), encoding="utf-8")
     print(json.dumps({k: report[k] for k in ("examples", "within_30_deg", "median_cosine",
-                                             "gripper_agrees")}), f"-> {out}")
+                                             "gripper_agrees", "yaw_turn")}), f"-> {out}")
     return 0
+
+
+TURNS = ("negative", "none", "positive")
+
+
+def yaw_turn(yaws_deg, turn_deg: float) -> dict:
+    """``yaws_deg``: (recorded, policy) summed yaw of each chunk, degrees -> the 3x3 counts of
+    turn classes (recorded rows, policy columns, in ``TURNS`` order), the fraction on the
+    diagonal, the correlation of the sums."""
+    y = np.asarray(yaws_deg, float).reshape(-1, 2)
+    cls = np.digitize(y, [-turn_deg, turn_deg])  # 0: negative, 1: none, 2: positive
+    counts = np.zeros((3, 3), int)
+    np.add.at(counts, (cls[:, 0], cls[:, 1]), 1)
+    corr = float(np.corrcoef(y.T)[0, 1]) if len(y) > 1 and y.std(0).min() > 0 else None
+    return {"classes": list(TURNS), "counts": counts.tolist(),
+            "agrees": float(np.trace(counts) / max(len(y), 1)), "correlation": corr}
 
 
 if __name__ == "__main__":

@@ -211,6 +211,19 @@ def test_shutdown_ramp_reaches_the_sleep_pose_at_the_speed_limit_and_stops_on_es
     loop.set_joints(Q0, 0.0)
     loop.set_estop(True)
     assert "estop" in loop.begin_shutdown(sleep=True)
+    # released but not restarted: still no ramp (found by the event-sequence property);
+    # ~/start after the release allows it again
+    for restart in (False, True):
+        loop = make_loop()
+        loop.set_joints(Q0, 0.0)
+        loop.set_estop(True)
+        loop.set_estop(False)
+        if restart:
+            assert loop.start()[0]
+        said = loop.begin_shutdown(sleep=True)
+        ramp, _, _ = run_ticks(loop, 3, 0.0, Q0.copy())
+        assert (said == "ramping to the sleep pose" and len(ramp) == 3) if restart else (
+            "estop" in said and ramp == []), (restart, said, ramp)
 
 
 def test_runtime_limits_keep_the_speed_reference():
@@ -312,6 +325,9 @@ events = st.one_of(
 @example(seq=[("start", None), ("chunk", TURN_LEFT)] + [("tick", 0.3)] * 3
          + [("instruction", "go"), ("chunk", TURN_RIGHT), ("tick", 0.3), ("tick", 0.3)],
          start_executing=False, hold=None)  # the reset bypass found from outside
+@example(seq=[("tick", 0.3), ("estop_on", None), ("estop_off", None), ("shutdown", True),
+               ("tick", 0.3)], start_executing=False, hold=None)  # found by this test: the
+# sleep ramp moved after an estop released without ~/start
 @example(seq=[("tick", 0.3), ("shutdown", True), ("tick", 0.3)], start_executing=False,
          hold=0.5)  # found by this test: the sleep ramp moved before a latched estop could arrive
 @given(seq=st.lists(events, min_size=1, max_size=60), start_executing=st.booleans(),

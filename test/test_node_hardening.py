@@ -279,6 +279,26 @@ def test_sleep_ramp_stops_on_estop_and_on_a_second_sigint(graph_factory, second)
     assert not np.allclose(g.commands()[-1], SLEEP_POSE, atol=1e-3)  # the ramp was cut short
 
 
+def test_no_sleep_ramp_after_an_estop_released_without_start(graph_factory):
+    """The operator engages the estop and releases it, and does not call ~/start: Ctrl-C
+    must not move the arm to the sleep pose (it did: found by the event-sequence property)."""
+    from std_msgs.msg import Bool
+    g = graph_factory(node_params={"sleep_on_shutdown": True})
+    estop = publisher(g.probe, Bool, "/llada_vla/estop", "best_effort")
+    wait_matched(estop)
+    g.expect_moving()
+    estop.publish(Bool(data=True))
+    wait_for(lambda: diagnostics_mention(g.probe, 0.0, ["estop"]), 5, what="the estop")
+    estop.publish(Bool(data=False))
+    time.sleep(0.5)
+    t_sig = time.monotonic()
+    rc, _ = sigint_and_wait(g.node)
+    out = g.node.output()
+    assert rc == 0 and "estop engaged since the last ~/start: no sleep ramp" in out, out[-2000:]
+    time.sleep(0.3)
+    assert g.probe.messages(GROUP, t_sig) == [], "the sleep ramp moved after the estop"
+
+
 def test_no_sleep_ramp_within_the_startup_hold(domain, tmp_path):
     """Ctrl-C seconds after the start: a latched estop may not have arrived yet, so the sleep
     ramp must not move the arm (it did before: found by the event-sequence property)."""

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import failure_modes  # noqa: E402
 import label_stats  # noqa: E402
+import open_loop  # noqa: E402
 import sim_runs  # noqa: E402
 import sim_success  # noqa: E402
 
@@ -107,6 +108,16 @@ def test_fingers_coming_down_on_the_object(env):
     assert beside["pressed"] is None, beside
     step, dxy_mm, height_mm = on_top["pressed"]
     assert dxy_mm < 10 and height_mm > 15, on_top  # stopped above the object, over it
+
+
+def test_open_loop_sorts_wrist_turns_by_direction():
+    # (recorded, policy) summed yaw, degrees: one agreeing turn, one turned the wrong way,
+    # one still, one turning where the demonstrator did not
+    turns = open_loop.yaw_turn([[10, 9], [-10, 8], [0, 1], [1, -20]], 5.0)
+    assert turns["counts"] == [[0, 0, 1], [1, 1, 0], [0, 0, 1]]
+    assert turns["agrees"] == 0.5 and turns["correlation"] < 0.5
+    same = open_loop.yaw_turn([[-30, -28], [12, 11], [2, -3]], 5.0)
+    assert same["agrees"] == 1.0 and same["correlation"] > 0.99
 
 
 def test_run_names_and_the_success_table():

@@ -74,6 +74,7 @@ class ControlLoop:
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.execute, self.estop = bool(execute), False
+        self.estopped = False  # an estop engaged since the last start(): no sleep ramp
         self.instruction, self.instruction_error = "", ""
         self.generation = 0  # bumped by every new instruction: older chunks are dropped
         self.image = self.image_stamp = self.image_time = None
@@ -160,7 +161,7 @@ class ControlLoop:
         with self.lock:
             engaged = active and not self.estop
             if active:
-                self.execute, self.ramp_goal = False, None
+                self.execute, self.ramp_goal, self.estopped = False, None, True
                 self.chunks.clear()
             self.estop = bool(active)
             return engaged
@@ -172,7 +173,7 @@ class ControlLoop:
                 return False, "estop is active: release it first"
             if not self.running:
                 return False, "shutting down"
-            self.execute = True
+            self.execute, self.estopped = True, False
             self.chunks.clear()
             return True, "motion enabled; " + self.arm.resume(self._settled_q())
 
@@ -309,8 +310,8 @@ class ControlLoop:
     # ------------------------------------------------------------------ shutdown
     def begin_shutdown(self, sleep: bool) -> str:
         """Stop planning; with ``sleep``, ramp to the sleep pose on the next ticks (unless
-        the estop is active, the arm is not following or the startup hold is not over).
-        Returns what will happen."""
+        the estop is active or was engaged since the last ``start()``, the arm is not
+        following or the startup hold is not over). Returns what will happen."""
         with self.lock:
             self.running, self.execute = False, False
             self.chunks.clear()
@@ -319,6 +320,8 @@ class ControlLoop:
                 return "stopping"
             if self.estop:
                 return "estop active: no sleep ramp"
+            if self.estopped:
+                return "estop engaged since the last ~/start: no sleep ramp"
             if self.arm.fault:
                 return "arm not following (tracking fault): no sleep ramp"
             if self.arm.last_command is None and self.q is None:
