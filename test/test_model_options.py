@@ -105,6 +105,36 @@ def test_keypoints_are_where_the_feature_maps_peak():
     assert kp(torch.zeros(3, 3, 64, 64)).shape == (3, 1, 16)
 
 
+def test_keypoint_moments_say_which_way_an_elongated_object_lies(tmp_path):
+    from llada_vla_ros.model.modeling import SpatialKeypoints
+
+    class Bars(torch.nn.Module):  # map 0: a bar down-right, 1: down-left, 2: a flat one
+        def forward(self, x):
+            f = torch.full((x.shape[0], 3, 16, 16), -50.0)
+            for i in range(2, 14):
+                f[:, 0, i, i] = f[:, 1, i, 15 - i] = 0.0
+            f[:, 2, 8, 2:14] = 0.0
+            return f
+
+    kp = SpatialKeypoints(3, 16, moments=True)
+    kp.convs = Bars()
+    (down_right, down_left, flat) = kp.coordinates(torch.zeros(1, 3, 64, 64))[0]
+    assert down_right[4] > 0.99 and down_left[4] < -0.99  # correlation of x and y
+    torch.testing.assert_close(down_right[:4], torch.tensor([0.0, 0.0, 0.5, 0.5]),
+                               atol=0.05, rtol=0)  # centred, spread along both axes
+    assert flat[2] > 0.4 and flat[3] < 0.01 and abs(flat[4]) < 0.01
+    assert kp(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 16)
+    # the option is part of the config: saved, loaded, and refused without keypoints
+    c = LladaVlaConfig.small(vision_keypoint_moments=True)
+    model = build(c, words=True)
+    assert model.keypoints.proj[0].in_features == 5 * c.vision_keypoints
+    model.save_pretrained(tmp_path)
+    again = LladaVlaForActions.from_pretrained(tmp_path)
+    assert again.keypoints.moments and again.config.vision_keypoint_moments
+    with pytest.raises(ValueError, match="vision_keypoint_moments needs vision_keypoints"):
+        LladaVlaConfig.small(vision_keypoints=0, vision_keypoint_moments=True)
+
+
 def test_sincos_position_table_option(tmp_path):
     c = LladaVlaConfig.small(vision_position_embedding="sincos2d")
     model = build(c, words=True)

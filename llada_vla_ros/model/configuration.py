@@ -93,6 +93,7 @@ class LladaVlaConfig(PretrainedConfig):
                  image_aspect_ratio: str = "anyres_max_4", image_grid_pinpoints=None,
                  mm_patch_merge_type: str = "spatial_unpad", vision_stem: str = "patch",
                  vision_position_embedding: str = "learned", vision_keypoints: int = 0,
+                 vision_keypoint_moments: bool = False,
                  autoregressive: bool = False, state_dim: int = 0, state_mean=None,
                  state_std=None, state_features=None, **kwargs):
         if not isinstance(vision_config, SiglipVisionConfig):
@@ -120,6 +121,11 @@ class LladaVlaConfig(PretrainedConfig):
                                       or mm_patch_merge_type != "flat"):
             raise ValueError("vision_keypoints needs the square input (image_aspect_ratio "
                              "'square', mm_patch_merge_type 'flat')")
+        # ... and with moments, each map's spread too (standard deviations in x and y, their
+        # correlation): the orientation of an elongated object, which a mean alone lacks.
+        self.vision_keypoint_moments = bool(vision_keypoint_moments)
+        if self.vision_keypoint_moments and not self.vision_keypoints:
+            raise ValueError("vision_keypoint_moments needs vision_keypoints > 0")
         if projector_type != "mlp2x_gelu":
             raise ValueError(f"only projector_type 'mlp2x_gelu' is supported, got "
                              f"{projector_type!r}")

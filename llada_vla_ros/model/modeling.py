@@ -262,26 +262,38 @@ class SpatialKeypoints(nn.Module):
     feature maps (at a quarter of the image size) become their expected image coordinates
     under a spatial softmax (Levine et al. 2016, "End-to-end training of deep visuomotor
     policies"), projected into one extra image token. A tower trained from scratch learns
-    where small objects are slowly; coordinates it can read directly, it uses at once."""
+    where small objects are slowly; coordinates it can read directly, it uses at once. With
+    ``moments`` each map also gives its spread: the standard deviations of x and y under the
+    softmax and their correlation, i.e. which way an elongated object lies."""
 
-    def __init__(self, keypoints: int, width: int):
+    def __init__(self, keypoints: int, width: int, moments: bool = False):
         super().__init__()
+        self.moments = bool(moments)
         self.convs = nn.Sequential(
             nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(64, 64, 3, padding=1), nn.GELU(), nn.Conv2d(64, keypoints, 1))
         self.log_temperature = nn.Parameter(torch.zeros(()))
-        self.proj = nn.Sequential(nn.Linear(2 * keypoints, width), nn.GELU(),
-                                  nn.Linear(width, width))
+        self.proj = nn.Sequential(nn.Linear((5 if moments else 2) * keypoints, width),
+                                  nn.GELU(), nn.Linear(width, width))
 
     def coordinates(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, K, 2) expected (x, y) in [-1, 1] of each feature map."""
+        """(B, 3, S, S) -> (B, K, 2) expected (x, y) in [-1, 1] of each feature map; with
+        ``moments`` (B, K, 5): then std x, std y and the x-y correlation."""
         f = self.convs(pixels)
         B, K, H, W = f.shape
         p = torch.softmax(f.flatten(2).float() / self.log_temperature.exp(), -1).view(B, K, H, W)
         xs = torch.linspace(-1, 1, W, device=f.device)
         ys = torch.linspace(-1, 1, H, device=f.device)
-        return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1).to(f.dtype)
+        mx, my = (p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)
+        out = [mx, my]
+        if self.moments:
+            dx, dy = xs - mx[..., None], ys - my[..., None]  # (B, K, W), (B, K, H)
+            sx = ((p.sum(2) * dx ** 2).sum(-1) + 1e-6).sqrt()
+            sy = ((p.sum(3) * dy ** 2).sum(-1) + 1e-6).sqrt()
+            cov = (p * dy[..., :, None] * dx[..., None, :]).sum((-2, -1))
+            out += [sx, sy, cov / (sx * sy)]
+        return torch.stack(out, -1).to(f.dtype)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 1, width) keypoint token."""
@@ -322,7 +334,8 @@ class LladaVlaForActions(PreTrainedModel):
             nn.Linear(c.vision_config.hidden_size, c.hidden_size), nn.GELU(),
             nn.Linear(c.hidden_size, c.hidden_size))
         if c.vision_keypoints:
-            self.keypoints = SpatialKeypoints(c.vision_keypoints, c.hidden_size)
+            self.keypoints = SpatialKeypoints(c.vision_keypoints, c.hidden_size,
+                                              c.vision_keypoint_moments)
         if c.state_dim:  # the robot state token (an option of this package)
             self.state_projector = nn.Sequential(
                 nn.Linear(len(c.state_inputs), c.hidden_size), nn.GELU(),
