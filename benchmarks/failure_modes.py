@@ -109,7 +109,7 @@ def horizontal_and_height_mm(d, z) -> list:
     return [round(1000 * float(np.hypot(d[0], d[1])), 1), round(1000 * float(z), 1)]
 
 
-PRESSED_M = 0.0005 # the object pushed this far below its resting height: a finger on it
+PRESSED_M = 0.0005  # the object pushed this far below its resting height: a finger on it
 CAUSES = ("never grasped", "slipped from closed fingers", "released off target",
           "held at the end")
 
