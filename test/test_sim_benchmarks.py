@@ -100,9 +100,9 @@ class StraightDown:
 
 
 def test_fingers_coming_down_on_the_object(env):
-    """Grid layout 0's carrot lies across the fingers of the start pose, layout 1's along
-    them (the expert turns the wrist ~83 degrees there): coming straight down without
-    turning, the fingers go down beside it in 0 and land on it in 1 and push it."""
+    """At the start pose's yaw the open fingers straddle grid layout 0's carrot; layout 1's
+    lies ~83 degrees from that (the expert turns the wrist there): coming straight down
+    without turning, the fingers go down beside it in 0 and land on it in 1 and push it."""
     beside = failure_modes.episode(env, StraightDown(env), 0, 20, 0.004)
     on_top = failure_modes.episode(env, StraightDown(env), 1, 20, 0.004)
     assert beside["pressed"] is None, beside
