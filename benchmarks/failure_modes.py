@@ -88,14 +88,16 @@ def yaw_error_deg(env) -> float:
 def median_close_mm(rows: list):
     """Median horizontal distance from the gripper to the object where it first closed
     (None if no episode closed)."""
-    d = [r["first_close"][1] for r in rows if r.get("first_close")]
-    return round(float(np.median(d)), 1) if d else None
+    return _median([r["first_close"][1] for r in rows if r.get("first_close")])
 
 
 def median_close_yaw_deg(rows: list):
     """Median size of the yaw error where the gripper first closed (None if none closed)."""
-    d = [abs(r["first_close"][3]) for r in rows if r.get("first_close")]
-    return round(float(np.median(d)), 1) if d else None
+    return _median([abs(r["first_close"][3]) for r in rows if r.get("first_close")])
+
+
+def _median(values: list):
+    return round(float(np.median(values)), 1) if values else None
 
 
 def where(env) -> list:

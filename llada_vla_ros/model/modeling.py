@@ -285,12 +285,13 @@ class SpatialKeypoints(nn.Module):
         p = torch.softmax(f.flatten(2).float() / self.log_temperature.exp(), -1).view(B, K, H, W)
         xs = torch.linspace(-1, 1, W, device=f.device)
         ys = torch.linspace(-1, 1, H, device=f.device)
-        mx, my = (p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)
+        px, py = p.sum(2), p.sum(3)  # marginals over x (B, K, W) and y (B, K, H)
+        mx, my = (px * xs).sum(-1), (py * ys).sum(-1)
         out = [mx, my]
         if self.moments:
-            dx, dy = xs - mx[..., None], ys - my[..., None]  # (B, K, W), (B, K, H)
-            sx = ((p.sum(2) * dx ** 2).sum(-1) + 1e-6).sqrt()
-            sy = ((p.sum(3) * dy ** 2).sum(-1) + 1e-6).sqrt()
+            dx, dy = xs - mx[..., None], ys - my[..., None]
+            sx = ((px * dx ** 2).sum(-1) + 1e-6).sqrt()
+            sy = ((py * dy ** 2).sum(-1) + 1e-6).sqrt()
             cov = (p * dy[..., :, None] * dx[..., None, :]).sum((-2, -1))
             out += [sx, sy, cov / (sx * sy)]
         return torch.stack(out, -1).to(f.dtype)
