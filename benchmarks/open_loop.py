@@ -4,8 +4,9 @@ the policy's chunk is compared with the recorded one: the angle between the firs
 translations (frames where the demonstrator moved more than 5 mm), their lengths, whether
 the gripper command agrees, and how the chunk turns the wrist: each chunk's yaw summed over
 its 5 actions, sorted into turning one way, the other way or not at all (``--turn-deg``;
-``yaw_turn``: the counts, recorded by rows, policy by columns, the fraction that agree, and
-the correlation of the two sums).
+``yaw_turn``: the counts, recorded by rows, policy by columns, the fraction that agree, the
+correlation of the two sums, and where the demonstrator turns, the fractions the policy turns
+the same way, the other way and not at all).
 
     OMP_NUM_THREADS=1 python benchmarks/open_loop.py CKPT BAG [BAG ...] --name held_out_carrot
 
@@ -78,14 +79,19 @@ TURNS = ("negative", "none", "positive")
 def yaw_turn(yaws_deg, turn_deg: float) -> dict:
     """``yaws_deg``: (recorded, policy) summed yaw of each chunk, degrees -> the 3x3 counts of
     turn classes (recorded rows, policy columns, in ``TURNS`` order), the fraction on the
-    diagonal, the correlation of the sums."""
+    diagonal, the correlation of the sums, and ``of_turning``: of the chunks where the
+    recording turns, the fractions the policy turns the same way, the other way, not at all."""
     y = np.asarray(yaws_deg, float).reshape(-1, 2)
     cls = np.digitize(y, [-turn_deg, turn_deg])  # 0: negative, 1: none, 2: positive
     counts = np.zeros((3, 3), int)
     np.add.at(counts, (cls[:, 0], cls[:, 1]), 1)
     corr = float(np.corrcoef(y.T)[0, 1]) if len(y) > 1 and y.std(0).min() > 0 else None
+    turning = max(int(counts[[0, 2]].sum()), 1)  # chunks where the recording turns
     return {"classes": list(TURNS), "counts": counts.tolist(),
-            "agrees": float(np.trace(counts) / max(len(y), 1)), "correlation": corr}
+            "agrees": float(np.trace(counts) / max(len(y), 1)), "correlation": corr,
+            "of_turning": {"right": float(counts[0, 0] + counts[2, 2]) / turning,
+                           "wrong": float(counts[0, 2] + counts[2, 0]) / turning,
+                           "none": float(counts[0, 1] + counts[2, 1]) / turning}}
 
 
 if __name__ == "__main__":

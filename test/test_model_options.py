@@ -135,6 +135,35 @@ def test_keypoint_moments_say_which_way_an_elongated_object_lies(tmp_path):
         LladaVlaConfig.small(vision_keypoints=0, vision_keypoint_moments=True)
 
 
+def test_pooled_keypoint_features_see_an_edge_anywhere_and_its_angle(tmp_path):
+    from llada_vla_ros.model.modeling import SpatialKeypoints
+
+    torch.manual_seed(0)
+    kp = SpatialKeypoints(4, 16, pooled=True)
+
+    def bar(x, y, flip=False):  # a 9-pixel diagonal on a dark image
+        img = torch.full((1, 3, 64, 64), -1.0)
+        for i in range(9):
+            img[0, :, y + i, x + (8 - i if flip else i)] = 1.0
+        return img
+
+    pooled = lambda img: kp.features(img)[0, 2 * 4:]  # noqa: E731 (after 4 x, y pairs)
+    here, there = pooled(bar(12, 16)), pooled(bar(36, 28))  # moved by whole branch strides
+    assert pooled(bar(12, 16)).shape == (SpatialKeypoints.HIDDEN,)
+    torch.testing.assert_close(here, there)  # the same pattern anywhere: the same maxima
+    assert (here - pooled(bar(12, 16, flip=True))).abs().max() > 1e-2  # the other angle
+    assert kp(bar(12, 16)).shape == (1, 1, 16)
+    # the option is part of the config: saved, loaded, and refused without keypoints
+    c = LladaVlaConfig.small(vision_keypoint_pooled=True)
+    model = build(c, words=True)
+    assert model.keypoints.proj[0].in_features == 2 * c.vision_keypoints + 64
+    model.save_pretrained(tmp_path)
+    again = LladaVlaForActions.from_pretrained(tmp_path)
+    assert again.keypoints.pooled and again.config.vision_keypoint_pooled
+    with pytest.raises(ValueError, match="vision_keypoint_pooled needs vision_keypoints"):
+        LladaVlaConfig.small(vision_keypoints=0, vision_keypoint_pooled=True)
+
+
 def test_sincos_position_table_option(tmp_path):
     c = LladaVlaConfig.small(vision_position_embedding="sincos2d")
     model = build(c, words=True)

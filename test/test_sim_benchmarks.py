@@ -116,8 +116,13 @@ def test_open_loop_sorts_wrist_turns_by_direction():
     turns = open_loop.yaw_turn([[10, 9], [-10, 8], [0, 1], [1, -20]], 5.0)
     assert turns["counts"] == [[0, 0, 1], [1, 1, 0], [0, 0, 1]]
     assert turns["agrees"] == 0.5 and turns["correlation"] < 0.5
+    # of the two chunks where the recording turns: one the same way, one the other way
+    assert turns["of_turning"] == {"right": 0.5, "wrong": 0.5, "none": 0.0}
     same = open_loop.yaw_turn([[-30, -28], [12, 11], [2, -3]], 5.0)
     assert same["agrees"] == 1.0 and same["correlation"] > 0.99
+    assert same["of_turning"] == {"right": 1.0, "wrong": 0.0, "none": 0.0}
+    still = open_loop.yaw_turn([[-30, 2], [40, 41], [20, -1], [0, 30]], 5.0)["of_turning"]
+    assert still == {"right": 1 / 3, "wrong": 0.0, "none": 2 / 3}
 
 
 def test_run_names_and_the_success_table():

@@ -93,7 +93,7 @@ class LladaVlaConfig(PretrainedConfig):
                  image_aspect_ratio: str = "anyres_max_4", image_grid_pinpoints=None,
                  mm_patch_merge_type: str = "spatial_unpad", vision_stem: str = "patch",
                  vision_position_embedding: str = "learned", vision_keypoints: int = 0,
-                 vision_keypoint_moments: bool = False,
+                 vision_keypoint_moments: bool = False, vision_keypoint_pooled: bool = False,
                  autoregressive: bool = False, state_dim: int = 0, state_mean=None,
                  state_std=None, state_features=None, **kwargs):
         if not isinstance(vision_config, SiglipVisionConfig):
@@ -126,6 +126,11 @@ class LladaVlaConfig(PretrainedConfig):
         self.vision_keypoint_moments = bool(vision_keypoint_moments)
         if self.vision_keypoint_moments and not self.vision_keypoints:
             raise ValueError("vision_keypoint_moments needs vision_keypoints > 0")
+        # ... and with pooled, the branch's features max-pooled over the image: which local
+        # patterns (an edge at some angle) are there anywhere, e.g. which way an object lies.
+        self.vision_keypoint_pooled = bool(vision_keypoint_pooled)
+        if self.vision_keypoint_pooled and not self.vision_keypoints:
+            raise ValueError("vision_keypoint_pooled needs vision_keypoints > 0")
         if projector_type != "mlp2x_gelu":
             raise ValueError(f"only projector_type 'mlp2x_gelu' is supported, got "
                              f"{projector_type!r}")

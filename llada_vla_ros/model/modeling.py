@@ -264,23 +264,31 @@ class SpatialKeypoints(nn.Module):
     policies"), projected into one extra image token. A tower trained from scratch learns
     where small objects are slowly; coordinates it can read directly, it uses at once. With
     ``moments`` each map also gives its spread: the standard deviations of x and y under the
-    softmax and their correlation, i.e. which way an elongated object lies."""
+    softmax and their correlation. With ``pooled`` the token also gets the branch's hidden
+    features max-pooled over the image (translation-invariant: which local patterns, such as
+    an edge at some angle, appear anywhere), i.e. which way an elongated object lies."""
 
-    def __init__(self, keypoints: int, width: int, moments: bool = False):
+    HIDDEN = 64  # channels of the branch's last hidden layer
+
+    def __init__(self, keypoints: int, width: int, moments: bool = False,
+                 pooled: bool = False):
         super().__init__()
-        self.moments = bool(moments)
+        self.moments, self.pooled = bool(moments), bool(pooled)
         self.convs = nn.Sequential(
             nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.GELU(), nn.Conv2d(64, keypoints, 1))
+            nn.Conv2d(32, self.HIDDEN, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(self.HIDDEN, self.HIDDEN, 3, padding=1), nn.GELU(),
+            nn.Conv2d(self.HIDDEN, keypoints, 1))
         self.log_temperature = nn.Parameter(torch.zeros(()))
-        self.proj = nn.Sequential(nn.Linear((5 if moments else 2) * keypoints, width),
-                                  nn.GELU(), nn.Linear(width, width))
+        inputs = (5 if moments else 2) * keypoints + (self.HIDDEN if pooled else 0)
+        self.proj = nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, width))
 
-    def coordinates(self, pixels: torch.Tensor) -> torch.Tensor:
+    def coordinates(self, pixels: torch.Tensor, maps: Optional[torch.Tensor] = None
+                    ) -> torch.Tensor:
         """(B, 3, S, S) -> (B, K, 2) expected (x, y) in [-1, 1] of each feature map; with
-        ``moments`` (B, K, 5): then std x, std y and the x-y correlation."""
-        f = self.convs(pixels)
+        ``moments`` (B, K, 5): then std x, std y and the x-y correlation. ``maps``: the
+        branch's output for ``pixels`` when already computed."""
+        f = self.convs(pixels) if maps is None else maps
         B, K, H, W = f.shape
         p = torch.softmax(f.flatten(2).float() / self.log_temperature.exp(), -1).view(B, K, H, W)
         xs = torch.linspace(-1, 1, W, device=f.device)
@@ -298,7 +306,16 @@ class SpatialKeypoints(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 1, width) keypoint token."""
-        return self.proj(self.coordinates(pixels).flatten(1))[:, None]
+        return self.proj(self.features(pixels))[:, None]
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> what the token is projected from: the K maps' coordinates (and
+        moments), flattened, then with ``pooled`` the hidden features' maxima (B, HIDDEN)."""
+        if not self.pooled:
+            return self.coordinates(pixels).flatten(1)
+        hidden = self.convs[:-1](pixels)
+        return torch.cat([self.coordinates(pixels, self.convs[-1](hidden)).flatten(1),
+                          hidden.amax((2, 3))], 1)
 
 
 def fix_position_table(tower: SiglipVisionModel, c: LladaVlaConfig) -> None:
@@ -336,7 +353,8 @@ class LladaVlaForActions(PreTrainedModel):
             nn.Linear(c.hidden_size, c.hidden_size))
         if c.vision_keypoints:
             self.keypoints = SpatialKeypoints(c.vision_keypoints, c.hidden_size,
-                                              c.vision_keypoint_moments)
+                                              c.vision_keypoint_moments,
+                                              c.vision_keypoint_pooled)
         if c.state_dim:  # the robot state token (an option of this package)
             self.state_projector = nn.Sequential(
                 nn.Linear(len(c.state_inputs), c.hidden_size), nn.GELU(),
