@@ -235,6 +235,18 @@ def plot(records: list, path: Path) -> None:
     plt.close(fig)
 
 
+def save(doc: dict, path: Path, cpu_seconds: float) -> None:
+    """Write a probe's results ``doc`` with the machine and the CPU time of all its runs."""
+    import torch
+
+    doc["machine"] = {"cpu": platform.processor() or platform.machine(),
+                      "cores": os.cpu_count(), "torch": torch.__version__,
+                      "python": sys.version.split()[0]}
+    doc["cpu_seconds_total"] = round(doc.get("cpu_seconds_total", 0.0) + cpu_seconds, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default=",".join(CONFIGS),
@@ -272,14 +284,8 @@ def main(argv=None) -> int:
             tok = action_tokenizer_for(model.config, NormStats.from_actions(
                 np.stack([e.actions for e in train])), "probe")
             doc["chance"] = chance(val, tok)
-            doc["machine"] = {"cpu": platform.processor() or platform.machine(),
-                              "cores": os.cpu_count(), "torch": torch.__version__,
-                              "python": sys.version.split()[0]}
-            doc["cpu_seconds_total"] = round(doc.get("cpu_seconds_total", 0.0)
-                                             + time.process_time() - t0, 1)
+            save(doc, path, time.process_time() - t0)
             t0 = time.process_time()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     if doc["records"]:
         plot(doc["records"], PLOT)
         print(f"plot: {PLOT}")

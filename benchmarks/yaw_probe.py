@@ -17,7 +17,7 @@ summed yaw sorted into turn directions as ``open_loop.py`` does (right / wrong /
 The control (``cnn-control``) is a plain convolutional classifier of the turn's sign on the
 same frames: whether the frame shows the turn at all, to a network built to see it.
 
-    OMP_NUM_THREADS=2 python benchmarks/yaw_probe.py --steps 3000
+    OMP_NUM_THREADS=2 python benchmarks/yaw_probe.py --configs small,small-pooled
     python benchmarks/yaw_probe.py --configs small,small-moments --wrist-deg 30
 
 Resumable: records go to ``benchmarks/results/yaw_probe.json`` keyed by config and wrist
@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from open_loop import yaw_turn
+from position_probe import save
 from sim_runs import IMAGE_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,8 +205,9 @@ def plot(records: list, path: Path) -> None:
         steps = [p["step"] for p in c]
         style = dict(color=f"C{i % 10}", lw=1.6,
                      ls="-" if r["wrist_deg"] == 0 else "--",
-                     label=f"{r['config']}, wrist +-{r['wrist_deg']:g} deg"
-                     + (" (batch 32)" if r["config"] == CONTROL else ""))
+                     label=r["config"] + (f", wrist +-{r['wrist_deg']:g} deg" if r["wrist_deg"]
+                                          else "") + (" (batch 32)" if r["config"] == CONTROL
+                                                      else ""))
         axes[0].plot(steps, [100 * p["turn_right"] for p in c], **style)
         if r["config"] != CONTROL:  # the control classifies the turn only
             axes[1].plot(steps, [100 * p["yaw_token_accuracy"] for p in c], **style)
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default=",".join([*CONFIGS, CONTROL]),
                    help=f"comma-separated, from: {', '.join([*CONFIGS, CONTROL])}")
-    p.add_argument("--steps", type=int, default=3000, help="training steps per config")
+    p.add_argument("--steps", type=int, default=4000, help="training steps per config")
     p.add_argument("--eval-steps", type=int, default=500)
     p.add_argument("--wrist-deg", type=float, default=0.0,
                    help="start the wrist turned by a random +- this many degrees")
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS and n != CONTROL]
     if unknown:
-        p.error(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
+        p.error(f"unknown config(s) {unknown}; known: {[*CONFIGS, CONTROL]}")
     path = Path(args.results)
     doc = json.loads(path.read_text()) if path.is_file() else {"records": []}
     key = lambda r: (r["config"], r["wrist_deg"])  # noqa: E731
@@ -260,14 +260,8 @@ def main(argv=None) -> int:
                    else run_config(name, train, val, args.steps, args.eval_steps))
             record = dict(run, wrist_deg=args.wrist_deg)
             doc["records"] = [r for r in doc["records"] if key(r) != key(record)] + [record]
-            doc["machine"] = {"cpu": platform.processor() or platform.machine(),
-                              "cores": os.cpu_count(), "torch": torch.__version__,
-                              "python": sys.version.split()[0]}
-            doc["cpu_seconds_total"] = round(doc.get("cpu_seconds_total", 0.0)
-                                             + time.process_time() - t0, 1)
+            save(doc, path, time.process_time() - t0)
             t0 = time.process_time()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     if doc["records"]:
         plot(doc["records"], PLOT)
         print(f"plot: {PLOT}")

@@ -283,12 +283,13 @@ class SpatialKeypoints(nn.Module):
         inputs = (5 if moments else 2) * keypoints + (self.HIDDEN if pooled else 0)
         self.proj = nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, width))
 
-    def coordinates(self, pixels: torch.Tensor, maps: Optional[torch.Tensor] = None
-                    ) -> torch.Tensor:
+    def coordinates(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, K, 2) expected (x, y) in [-1, 1] of each feature map; with
-        ``moments`` (B, K, 5): then std x, std y and the x-y correlation. ``maps``: the
-        branch's output for ``pixels`` when already computed."""
-        f = self.convs(pixels) if maps is None else maps
+        ``moments`` (B, K, 5): then std x, std y and the x-y correlation."""
+        return self.spatial_softmax(self.convs(pixels))
+
+    def spatial_softmax(self, f: torch.Tensor) -> torch.Tensor:
+        """``coordinates`` from the maps (B, K, H, W)."""
         B, K, H, W = f.shape
         p = torch.softmax(f.flatten(2).float() / self.log_temperature.exp(), -1).view(B, K, H, W)
         xs = torch.linspace(-1, 1, W, device=f.device)
@@ -314,7 +315,7 @@ class SpatialKeypoints(nn.Module):
         if not self.pooled:
             return self.coordinates(pixels).flatten(1)
         hidden = self.convs[:-1](pixels)
-        return torch.cat([self.coordinates(pixels, self.convs[-1](hidden)).flatten(1),
+        return torch.cat([self.spatial_softmax(self.convs[-1](hidden)).flatten(1),
                           hidden.amax((2, 3))], 1)
 
 
