@@ -247,6 +247,26 @@ def save(doc: dict, path: Path, cpu_seconds: float) -> None:
     path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
 
+def probe_arguments(p: argparse.ArgumentParser, results: Path) -> None:
+    """The options every probe has (the yaw probe too)."""
+    p.add_argument("--results", default=str(results))
+    p.add_argument("--rerun", action="store_true", help="retrain configs already recorded")
+    p.add_argument("--plot-only", action="store_true")
+
+
+def chosen(p: argparse.ArgumentParser, text: str, known: list) -> list:
+    """The config names of the comma-separated ``text`` (an argparse error for any not in
+    ``known``); torch then runs on OMP_NUM_THREADS threads (default 1)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        p.error(f"unknown config(s) {unknown}; known: {known}")
+    return names
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default=",".join(CONFIGS),
@@ -255,17 +275,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval-seconds", type=float, default=60.0)
     p.add_argument("--train-examples", type=int, default=16000)
     p.add_argument("--val-examples", type=int, default=1000)
-    p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--rerun", action="store_true", help="retrain configs already recorded")
-    p.add_argument("--plot-only", action="store_true")
+    probe_arguments(p, RESULTS)
     args = p.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        p.error(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
+    names = chosen(p, args.configs, list(CONFIGS))
     path = Path(args.results)
     doc = json.loads(path.read_text()) if path.is_file() else {"records": []}
     if not args.plot_only:

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from open_loop import yaw_turn
-from position_probe import save
+from position_probe import chosen, probe_arguments, save
 from sim_runs import IMAGE_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,17 +234,9 @@ def main(argv=None) -> int:
                    help="start the wrist turned by a random +- this many degrees")
     p.add_argument("--train-examples", type=int, default=4000)
     p.add_argument("--val-examples", type=int, default=500)
-    p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--rerun", action="store_true", help="retrain configs already recorded")
-    p.add_argument("--plot-only", action="store_true")
+    probe_arguments(p, RESULTS)
     args = p.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONFIGS and n != CONTROL]
-    if unknown:
-        p.error(f"unknown config(s) {unknown}; known: {[*CONFIGS, CONTROL]}")
+    names = chosen(p, args.configs, [*CONFIGS, CONTROL])
     path = Path(args.results)
     doc = json.loads(path.read_text()) if path.is_file() else {"records": []}
     key = lambda r: (r["config"], r["wrist_deg"])  # noqa: E731
