@@ -149,14 +149,14 @@ def test_pooled_keypoint_features_see_an_edge_anywhere_and_its_angle(tmp_path):
 
     pooled = lambda img: kp.features(img)[0, 2 * 4:]  # noqa: E731 (after 4 x, y pairs)
     here, there = pooled(bar(12, 16)), pooled(bar(36, 28))  # moved by whole branch strides
-    assert pooled(bar(12, 16)).shape == (SpatialKeypoints.HIDDEN,)
+    assert here.shape == (SpatialKeypoints.HIDDEN,)
     torch.testing.assert_close(here, there)  # the same pattern anywhere: the same maxima
     assert (here - pooled(bar(12, 16, flip=True))).abs().max() > 1e-2  # the other angle
     assert kp(bar(12, 16)).shape == (1, 1, 16)
     # the option is part of the config: saved, loaded, and refused without keypoints
     c = LladaVlaConfig.small(vision_keypoint_pooled=True)
     model = build(c, words=True)
-    assert model.keypoints.proj[0].in_features == 2 * c.vision_keypoints + 64
+    assert model.keypoints.proj[0].in_features == 2 * c.vision_keypoints + SpatialKeypoints.HIDDEN
     model.save_pretrained(tmp_path)
     again = LladaVlaForActions.from_pretrained(tmp_path)
     assert again.keypoints.pooled and again.config.vision_keypoint_pooled
