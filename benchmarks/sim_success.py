@@ -83,15 +83,17 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
 def recipe(record: dict) -> str:
     """The learning rate and shift the run resolved to (defaults change between versions),
     the torch threads it trained with (runs before that was recorded used one), and any
-    ``--config`` change of the model (e.g. the robot-state input, ``state_dim=10``), and
-    whether it learnt older data than ``R.DATA`` (version 1: gripper labels one frame
-    early)."""
+    ``--config`` change of the model (e.g. the robot-state input, ``state_dim=10``), the
+    ``--gripper-label`` the bags were read with, and whether it learnt older data than
+    ``R.DATA`` (version 1: gripper labels one frame early)."""
     options, changes = record.get("train_options", []), []
     for i, o in enumerate(options):
         if o == "--config":  # KEY=VALUE ... up to the next option
             after = options[i + 1:]
             changes = after[:next((j for j, a in enumerate(after) if a.startswith("--")),
                                   len(after))]
+    if "--gripper-label" in options:  # how the bags' gripper labels were read
+        changes = [*changes, "gripper_label=" + options[options.index("--gripper-label") + 1]]
     rot = R.rotation_text(record.get("demo_rotation_noise"), sep="/")
     return (f"lr {record['lr']:g}, shift {record['random_shift']} px, "
             f"{record.get('threads', 1)} thread(s)"

@@ -156,6 +156,9 @@ def test_run_names_and_the_success_table():
     del record["data"]  # recorded before the data had a version: the first
     row = sim_success.markdown({"runs": {"r": record}, "cpu_seconds": 3600}).splitlines()[2]
     assert "0.004 rad, data 1 (early gripper labels) | 2 |" in row
+    record["train_options"] += ["--gripper-label", "ahead"]  # the bags read another way
+    row = sim_success.markdown({"runs": {"r": record}, "cpu_seconds": 3600}).splitlines()[2]
+    assert "state_dim 10, depth 2, gripper_label ahead, demos' roll" in row
     # demonstrations collected with other noise never share a run (or its cache) with the
     # default ones, whose names stay as they were
     args = argparse.Namespace(

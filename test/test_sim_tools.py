@@ -66,6 +66,14 @@ def test_collected_bags_are_real_recordings(demos):
     asked = (np.asarray(efforts) > 0).astype(np.float32)
     assert len(grip) == len(episode.frames) and 10 < len(grip) <= len(efforts)
     np.testing.assert_array_equal(grip, asked[:len(grip)])
+    # read with --gripper-label ahead (data version 1's timing): each close and open one
+    # frame earlier, the motion labels unchanged
+    ahead = load_episode(bags[2], hz=5.0, action_source="joint_states", gripper_label="ahead")
+    np.testing.assert_array_equal(ahead.actions[:-1, 6], grip[1:])
+    assert (ahead.actions[:, 6] != grip).sum() == 2  # the close and the reopening
+    np.testing.assert_array_equal(ahead.actions[:, :6], episode.actions[:, :6])
+    with pytest.raises(ValueError, match="gripper_label must be one of step, ahead"):
+        load_episode(bags[2], gripper_label="late")
 
 
 def test_collect_refuses_a_non_empty_out(demos, capsys):

@@ -19,8 +19,8 @@ from .. import kinematics
 from .. import topics as T
 from ..images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from . import BagError
-from .labels import (ACTION_DIM, chunk_actions, fk_actions, gap_limit, gripper_opening,
-                     normalised_gripper)
+from .labels import (ACTION_DIM, GRIPPER_LABELS, chunk_actions, fk_actions, gap_limit,
+                     gripper_opening, normalised_gripper)
 from .messages import header_stamp_ns, make_typestore, register_types
 from .reader import BagReader
 
@@ -90,12 +90,16 @@ class EpisodeStream:
                  joint_states_topic: Optional[str] = None, action_topic: str = T.ACTION_CHUNK,
                  action_source: str = "auto", hz: Optional[float] = None,
                  max_frames: Optional[int] = None, default_instruction: str = "",
-                 max_gap_factor: float = MAX_GAP_FACTOR):
+                 max_gap_factor: float = MAX_GAP_FACTOR, gripper_label: str = "step"):
         if action_source not in ACTION_SOURCES:
             raise ValueError(f"action_source must be one of {', '.join(ACTION_SOURCES)}, "
                              f"got {action_source!r}")
         if not max_gap_factor > 1:
             raise ValueError(f"max_gap_factor must be > 1, got {max_gap_factor}")
+        if gripper_label not in GRIPPER_LABELS:
+            raise ValueError(f"gripper_label must be one of {', '.join(GRIPPER_LABELS)}, "
+                             f"got {gripper_label!r}")
+        self.gripper_label = gripper_label
         self.bag = str(path)
         self.image_topic = image_topic
         js_topic = joint_states_topic or T.robot_topic(robot_name, T.JOINT_STATES)
@@ -189,7 +193,7 @@ class EpisodeStream:
             actions, reasons, states = fk_actions(
                 frame_ns, next_ok, scan["js_ns"], scan["js_q"], scan["js_grip"],
                 gap_limit(max_gap_factor, scan["js_ns"], frame_ns), label_topic,
-                scan["image_bag_ns"][kept], scan["gripper_commands"])
+                scan["image_bag_ns"][kept], scan["gripper_commands"], self.gripper_label)
         instr_ns = np.array([t for t, _ in scan["instructions"]], dtype=np.int64)
         planned, segment, dropped = [], -1, True
         for k, i in enumerate(kept):
@@ -217,10 +221,11 @@ def load_episode(path, **options) -> Episode:
 
     ``action_source``: ``action_chunk`` (first action of the latest chunk whose header stamp
     equals or precedes the image stamp), ``joint_states`` (delta EE pose between this frame
-    and the next, by forward kinematics, Bridge convention; gripper = the gripper command in
-    force at the next frame when the bag has JointSingleCommand 'gripper' messages, else
-    the normalised opening there), or ``auto`` (chunks when the bag has any, else joint
-    states).
+    and the next, by forward kinematics, Bridge convention; gripper = the gripper command
+    given during the step when the bag has JointSingleCommand 'gripper' messages, else
+    the normalised opening at the next frame; ``gripper_label="ahead"``: the command in
+    force at the next frame, see ``labels``), or ``auto`` (chunks when the bag has any, else
+    joint states).
     The instruction in force is the latest one recorded before the image (bag time).
     ``hz`` keeps at most that many frames per second (e.g. the 5 Hz control rate).
     Frames without an action (before the first chunk, at a gap in a topic the action uses,

@@ -10,7 +10,10 @@ Two sources:
   gripper command before the next frame, i.e. the one given during this step (a command
   stamped at the next frame's very time belongs to the next step; pwm: +effort = open 1,
   -effort = closed 0; what the operator asked: fingers closed on an object wider than half
-  their travel stay more than half open), else the normalised opening there.
+  their travel stay more than half open), else the normalised opening there. With
+  ``gripper_label="ahead"`` it is the command in force at the next frame, including one
+  given at that very time: each close and open labelled one frame early, as the
+  simulator's data version 1 was (docs/results.md, section 3).
 
 A label needs its data around the frame. An interval longer than ``gap_limit`` in a topic a
 label uses is a gap: the frame gets no action and a reason, never a value interpolated
@@ -23,6 +26,9 @@ import numpy as np
 from .. import kinematics
 
 ACTION_DIM = 7
+# gripper label -> searchsorted side at the next frame's time: the command given during this
+# step (one stamped at the next frame's very time belongs to the next step), or in force then
+GRIPPER_LABELS = {"step": "left", "ahead": "right"}
 
 
 def median_interval(stamps_ns) -> float:
@@ -60,7 +66,7 @@ def chunk_actions(frame_ns, chunk_ns, chunks, limit_ns: float, topic: str) -> tu
 
 
 def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: str,
-               frame_bag_ns=None, gripper_commands=None) -> tuple:
+               frame_bag_ns=None, gripper_commands=None, gripper_label: str = "step") -> tuple:
     """(actions, reasons, states): per frame the delta-EE motion to the next frame, or None
     and why; and the robot state at the frame (``kinematics.robot_state``: end-effector pose,
     measured gripper opening; None where the joint states have a gap), from the same poses.
@@ -68,7 +74,9 @@ def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: 
     ``next_ok[k]``: frame k+1 follows frame k without a gap in the image stream. A pose at a
     frame time comes from the joint states on either side of it, and only when they are at
     most ``limit_ns`` apart (or one is at that very time). ``gripper_commands``: (bag times,
-    openings 0/1) of the recorded gripper commands, matched to ``frame_bag_ns``."""
+    openings 0/1) of the recorded gripper commands, matched to ``frame_bag_ns``;
+    ``gripper_label`` (a GRIPPER_LABELS key) which of them labels a frame (module docstring)."""
+    side = GRIPPER_LABELS[gripper_label]
     frame_ns = np.asarray(frame_ns, dtype=np.int64)
     cmd_ns, cmd_open = gripper_commands if gripper_commands is not None else ([], [])
     order = np.argsort(js_ns, kind="stable")
@@ -89,7 +97,7 @@ def fk_actions(frame_ns, next_ok, js_ns, js_q, js_grip, limit_ns: float, topic: 
         dp = T1[:3, 3] - T0[:3, 3]
         grip = grips[k + 1]
         if len(cmd_ns) and frame_bag_ns is not None:
-            j = int(np.searchsorted(cmd_ns, frame_bag_ns[k + 1], side="left")) - 1
+            j = int(np.searchsorted(cmd_ns, frame_bag_ns[k + 1], side=side)) - 1
             grip = cmd_open[j] if j >= 0 else grip
         actions.append(np.array([*dp, droll, dpitch, dyaw, grip], dtype=np.float32))
         reasons.append("")

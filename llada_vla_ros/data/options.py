@@ -5,6 +5,7 @@ from typing import Optional
 
 from .. import topics as T
 from .episode import MAX_GAP_FACTOR
+from .labels import GRIPPER_LABELS
 
 
 def add_bag_arguments(parser, what: str = "", nargs: str = "+") -> None:
@@ -43,6 +44,10 @@ def add_episode_arguments(parser, hz: Optional[float] = None,
                         help="an interval longer than this many median intervals (of a "
                              "topic the labels use, and of the frames) is a gap: no label "
                              f"across it (default {MAX_GAP_FACTOR})")
+    parser.add_argument("--gripper-label", choices=tuple(GRIPPER_LABELS), default="step",
+                        help="joint-state labels: the gripper command given during the step "
+                             "(step, default) or the one in force at the next frame, one "
+                             "frame early (ahead)")
 
 
 def episode_options(args) -> dict:
@@ -51,4 +56,4 @@ def episode_options(args) -> dict:
                 robot_name=args.robot_name, joint_states_topic=args.joint_states_topic,
                 action_topic=args.action_topic, action_source=args.action_source,
                 hz=args.hz, max_frames=args.max_frames, default_instruction=args.instruction,
-                max_gap_factor=args.max_gap_factor)
+                max_gap_factor=args.max_gap_factor, gripper_label=args.gripper_label)
