@@ -52,14 +52,17 @@ def _cpu() -> float:
 
 def demos(task: str, episodes: int, seed: int = 0, layout: str = "random",
           image_size: str = IMAGE_SIZE, noise: float = NOISE, rotation_noise=None,
-          log=print) -> list:
+          after_success=None, log=print) -> list:
     """Bags of ``episodes`` successful expert episodes of ``task`` from seed ``seed`` on
-    (``rotation_noise``: roll, pitch, yaw stds in rad, None for the expert's default)."""
+    (``rotation_noise``: roll, pitch, yaw stds in rad, None for the expert's default;
+    ``after_success``: steps recorded past the first success, None for collect's default,
+    ``collect.AFTER_SUCCESS``)."""
     from llada_vla_ros.sim import collect
 
     rot = rotation_text(rotation_noise)
     out = WORK / "demos" / (f"{task}_{layout}_s{seed}_{image_size}_noise{noise:g}"
-                            + ("" if rot is None else f"_rot{rot}") + data_tag("_"))
+                            + ("" if rot is None else f"_rot{rot}") + data_tag("_")
+                            + ("" if after_success is None else f"_after{after_success}"))
     have = sorted(p for p in out.glob(f"{task}_seed*") if (p / "metadata.yaml").is_file())
     if len(have) < episodes:
         # collect the missing seeds (failed expert episodes are dropped, so ask a few more)
@@ -70,7 +73,9 @@ def demos(task: str, episodes: int, seed: int = 0, layout: str = "random",
         code = collect.main(["--task", task, "--layout", layout, "--episodes",
                              str(episodes - len(have)), "--seed", str(start), "--out", str(tmp),
                              "--image-size", image_size, "--noise", str(noise), "--quiet",
-                             *([] if rot is None else ["--rotation-noise", rot])])
+                             *([] if rot is None else ["--rotation-noise", rot]),
+                             *([] if after_success is None
+                               else ["--after-success", str(after_success)])])
         if code != 0:
             raise RuntimeError(f"llada-vla-sim-collect failed ({code})")
         out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ SimplerEnv's 24 grid episodes, in process (``llada-vla-sim-eval``'s episodes).
     OMP_NUM_THREADS=1 nice -n 15 python benchmarks/sim_success.py --demos 50 --steps 6000
     python benchmarks/sim_success.py --demos 10,25,50,100 --steps 6000   # the sweep
     python benchmarks/sim_success.py --report                           # tables + plot only
+    python benchmarks/sim_success.py --demos 500 --after-success 0 ...  # demos end at success
 
 Resumable: bags, checkpoints and evaluations are cached under ``out/sim_runs/`` (or
 ``$LLADA_SIM_RUNS``); results are appended to ``benchmarks/results/sim_success.json``; the
@@ -27,7 +28,7 @@ from pathlib import Path
 import sim_runs as R
 import torch
 
-from llada_vla_ros.sim.collect import parse_stds
+from llada_vla_ros.sim.collect import AFTER_SUCCESS, parse_stds
 
 RESULTS = R.ROOT / "benchmarks" / "results" / "sim_success.json"
 MARKDOWN = R.ROOT / "benchmarks" / "results" / "sim_success.md"
@@ -36,21 +37,31 @@ TASKS = ("spoon", "carrot", "stack", "eggplant")
 VAL_EPISODES = 5
 
 
+def steps(text: str) -> int:
+    """A non-negative step count."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"need >= 0 steps, got {value}")
+    return value
+
+
 def run_name(args, n: int, seed: int) -> str:
     rot = R.rotation_text(args.rotation_noise)
     rot = "" if rot is None else f"-rot{rot}"
+    after = "" if args.after_success is None else f"-after{args.after_success}"
     return (f"{args.config}-{'+'.join(args.tasks)}-n{n}-steps{args.steps}"
-            f"{R.recipe_tag(args.train_options)}{rot}-seed{seed}")
+            f"{R.recipe_tag(args.train_options)}{rot}{after}-seed{seed}")
 
 
 def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
     name = run_name(args, n, seed)
     clock = R.CpuClock()
     with clock:
-        rot = args.rotation_noise
-        bags = [b for t in args.tasks for b in R.demos(t, n, rotation_noise=rot, log=log)]
+        demo_options = dict(rotation_noise=args.rotation_noise,
+                            after_success=args.after_success, log=log)
+        bags = [b for t in args.tasks for b in R.demos(t, n, **demo_options)]
         val = [b for t in args.tasks
-               for b in R.demos(t, VAL_EPISODES, seed=R.VAL_SEED, rotation_noise=rot, log=log)]
+               for b in R.demos(t, VAL_EPISODES, seed=R.VAL_SEED, **demo_options)]
     options = ["--init", args.config, "--steps", str(args.steps), "--seed", str(seed),
                *args.train_options]
     ckpt, train_log = R.train(name, bags, val, options, log=log)
@@ -64,7 +75,8 @@ def one_run(args, n: int, seed: int, doc: dict, log=print) -> dict:
     record = {
         "name": name, "config": args.config, "tasks": list(args.tasks), "demos_per_task": n,
         "train_seed": seed, "steps": args.steps, "train_options": options,
-        "demo_rotation_noise": args.rotation_noise, "data": R.DATA,
+        "demo_rotation_noise": args.rotation_noise,
+        "demo_after_success": args.after_success, "data": R.DATA,
         "command": "llada-vla-train <bags> --val <bags> " + " ".join(options),
         "examples": train_log["examples"], "training_seconds": train_log["training_seconds"],
         "lr": train_log["args"]["lr"], "random_shift": train_log["args"]["random_shift"],
@@ -84,8 +96,9 @@ def recipe(record: dict) -> str:
     """The learning rate and shift the run resolved to (defaults change between versions),
     the torch threads it trained with (runs before that was recorded used one), and any
     ``--config`` change of the model (e.g. the robot-state input, ``state_dim=10``), the
-    ``--gripper-label`` the bags were read with, and whether it learnt older data than
-    ``R.DATA`` (version 1: gripper labels one frame early)."""
+    ``--gripper-label`` the bags were read with, where the demonstrations ended if not at
+    collect's default, and whether it learnt older data than ``R.DATA`` (version 1: gripper
+    labels one frame early)."""
     options, changes = record.get("train_options", []), []
     for i, o in enumerate(options):
         if o == "--config":  # KEY=VALUE ... up to the next option
@@ -99,6 +112,8 @@ def recipe(record: dict) -> str:
             f"{record.get('threads', 1)} thread(s)"
             + "".join(f", {c.replace('=', ' ')}" for c in changes)
             + ("" if rot is None else f", demos' roll/pitch/yaw noise {rot} rad")
+            + ("" if record.get("demo_after_success") is None
+               else f", demos end {record['demo_after_success']} steps past the success")
             + R.data_note(record.get("data", 1)))
 
 
@@ -175,6 +190,9 @@ def main(argv=None) -> int:
     p.add_argument("--rotation-noise", type=parse_stds, default=None, metavar="R,P,Y",
                    help="the demonstrations' roll, pitch and yaw noise, rad (default: the "
                         "expert's, twice its position noise each; part of the run names)")
+    p.add_argument("--after-success", type=steps, default=None, metavar="STEPS",
+                   help="steps the demonstrations record past the first success (default: "
+                        f"llada-vla-sim-collect's, {AFTER_SUCCESS}; part of the run names)")
     p.add_argument("--report", action="store_true", help="only rewrite the table and plot")
     args = p.parse_args(argv)
     args.tasks = [t for t in args.tasks.split(",") if t]

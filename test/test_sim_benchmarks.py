@@ -163,11 +163,35 @@ def test_run_names_and_the_success_table():
     # default ones, whose names stay as they were
     args = argparse.Namespace(
         config="small", tasks=["carrot"], steps=100, train_options=["--lr", "1e-3"],
-        rotation_noise=None)
+        rotation_noise=None, after_success=None)
     assert sim_success.run_name(args, 50, 1) == "small-carrot-n50-steps100-lr-1e-3-data2-seed1"
     args.rotation_noise = (0.0, 0.0, 0.004)
     assert sim_success.run_name(args, 50, 1) == (
         "small-carrot-n50-steps100-lr-1e-3-data2-rot0,0,0.004-seed1")
+    args.rotation_noise, args.after_success = None, 0  # demonstrations ending at the success
+    assert sim_success.run_name(args, 50, 1) == (
+        "small-carrot-n50-steps100-lr-1e-3-data2-after0-seed1")
+    record["demo_after_success"] = 0
+    row = sim_success.markdown({"runs": {"r": record}, "cpu_seconds": 3600}).splitlines()[2]
+    assert "0.004 rad, demos end 0 steps past the success, data 1" in row
+
+
+def test_demonstrations_ending_at_the_success_are_cached_apart(tmp_path, monkeypatch):
+    """sim_success --after-success 0: the bags stop at the first success, in a cache of
+    their own (the default's bags, recorded past it, are never taken for them)."""
+    monkeypatch.setattr(sim_runs, "WORK", tmp_path)
+    frames = {}
+    for after in (None, 0):
+        bags = sim_runs.demos("carrot", 1, image_size="32x24", after_success=after,
+                              log=lambda *a: None)
+        assert len(bags) == 1 and Path(bags[0]).name == "carrot_seed0000"
+        frames[after] = label_stats.label_stats(bags)["frames"]
+    default = "carrot_random_s0_32x24_noise0.002_data2"
+    assert sorted(p.name for p in (tmp_path / "demos").iterdir()) == [default,
+                                                                      default + "_after0"]
+    assert frames[None] - frames[0] == 5  # the same expert episode, its 5 last steps cut
+    with pytest.raises(SystemExit):
+        sim_success.main(["--after-success", "-1"])
 
 
 def test_ablation_tables_never_pool_different_budgets():
