@@ -33,7 +33,11 @@ def main(argv=None) -> int:
     p.add_argument("--hz", type=float, default=5.0)
     p.add_argument("--turn-deg", type=float, default=5.0,
                    help="a chunk's summed yaw beyond this turns the wrist")
+    p.add_argument("--gripper-label", choices=("step", "ahead"), default=None,
+                   help="how the bags' gripper labels are read (default: as the checkpoint "
+                        "was trained, from its train_log.json; step without one)")
     args = p.parse_args(argv)
+    gripper_label = args.gripper_label or trained_gripper_label(args.checkpoint)
     import torch
 
     from llada_vla_ros.dataset import load_examples
@@ -41,7 +45,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     examples, _ = load_examples(args.bags, 5, progress=False, hz=args.hz,
-                                action_source="joint_states")
+                                action_source="joint_states", gripper_label=gripper_label)
     policy = load_policy(args.checkpoint)
     cosines, lengths, gripper, yaws = [], [], [], []
     for e in examples:
@@ -61,7 +65,7 @@ def main(argv=None) -> int:
               "same_half_space": float(np.mean(c > 0)), "median_cosine": float(np.median(c)),
               "mean_length_m": {"policy": float(np.mean([a for a, _ in lengths])),
                                 "recorded": float(np.mean([b for _, b in lengths]))},
-              "gripper_agrees": float(np.mean(gripper)),
+              "gripper_agrees": float(np.mean(gripper)), "gripper_label": gripper_label,
               "yaw_turn": yaw_turn(np.degrees(yaws), args.turn_deg),
               "date": time.strftime("%Y-%m-%d")}
     out = ROOT / "benchmarks" / "results" / (
@@ -71,6 +75,15 @@ def main(argv=None) -> int:
     print(json.dumps({k: report[k] for k in ("examples", "within_30_deg", "median_cosine",
                                              "gripper_agrees", "yaw_turn")}), f"-> {out}")
     return 0
+
+
+def trained_gripper_label(checkpoint) -> str:
+    """The ``--gripper-label`` the checkpoint's training read its bags with (``step``, the
+    default, when its train_log.json is missing or older than the option)."""
+    log = Path(checkpoint) / "train_log.json"
+    if not log.is_file():
+        return "step"
+    return json.loads(log.read_text()).get("args", {}).get("gripper_label") or "step"
 
 
 TURNS = ("negative", "none", "positive")

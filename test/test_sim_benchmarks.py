@@ -125,6 +125,16 @@ def test_open_loop_sorts_wrist_turns_by_direction():
     assert still == {"right": 1 / 3, "wrong": 0.0, "none": 2 / 3}
 
 
+def test_open_loop_reads_the_bags_as_the_checkpoint_was_trained(tmp_path):
+    """A model trained on labels read one frame ahead is compared with labels read so."""
+    assert open_loop.trained_gripper_label(tmp_path) == "step"  # no training log
+    log = tmp_path / "train_log.json"
+    log.write_text('{"args": {"lr": 0.001}}')  # from before the option
+    assert open_loop.trained_gripper_label(tmp_path) == "step"
+    log.write_text('{"args": {"gripper_label": "ahead"}}')
+    assert open_loop.trained_gripper_label(tmp_path) == "ahead"
+
+
 def test_run_names_and_the_success_table():
     assert sim_runs.recipe_tag([]) == "-data2"  # data version 2 (docs/results.md section 5)
     assert sim_runs.recipe_tag(["--lr", "1e-3"]) == "-lr-1e-3-data2"
