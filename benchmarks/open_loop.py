@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llada_vla_ros.data.labels import GRIPPER_LABELS
+
 ROOT = Path(__file__).resolve().parents[1]
 MOVING_M = 0.005
 
@@ -33,7 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--hz", type=float, default=5.0)
     p.add_argument("--turn-deg", type=float, default=5.0,
                    help="a chunk's summed yaw beyond this turns the wrist")
-    p.add_argument("--gripper-label", choices=("step", "ahead"), default=None,
+    p.add_argument("--gripper-label", choices=tuple(GRIPPER_LABELS), default=None,
                    help="how the bags' gripper labels are read (default: as the checkpoint "
                         "was trained, from its train_log.json; step without one)")
     args = p.parse_args(argv)
